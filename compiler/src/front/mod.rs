@@ -1,0 +1,3 @@
+//! Front ends: readers that turn a model file into the IR.
+
+pub mod onnx;

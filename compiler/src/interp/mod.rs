@@ -1,0 +1,257 @@
+//! The reference interpreter: evaluates the IR node by node with naive,
+//! obviously correct kernels. It is the oracle every other path is checked
+//! against, so clarity beats speed everywhere in this module.
+//!
+//! After each node it checks the result's shape against the node's static
+//! type, so a wrong inference rule is caught here rather than in a back end.
+
+mod conv;
+mod elementwise;
+mod reduce;
+mod shape;
+pub mod util;
+
+use crate::ir::{Dim, Graph, NodeId, Op, RegionId, Symbol, TensorType, ValueDef, ValueId};
+use crate::ir::types::TypeDisplay;
+use d2nn_runtime::Tensor;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum InterpError {
+    #[error("input `{input}`: expected {expected}, got {given}")]
+    Input { input: String, expected: String, given: String },
+    #[error("input `{0}` was not provided")]
+    MissingInput(String),
+    #[error("`{0}` is not an input of the model (inputs: {1})")]
+    UnknownInput(String, String),
+    #[error("node `{node}` ({op}): {reason}")]
+    Node { node: String, op: String, reason: String },
+}
+
+/// What a kernel sees: its node, operands and the resolved output shapes.
+pub struct EvalCtx<'a> {
+    pub graph: &'a Graph,
+    pub node: NodeId,
+    pub inputs: Vec<Option<&'a Tensor>>,
+    bindings: &'a HashMap<Symbol, usize>,
+}
+
+impl<'a> EvalCtx<'a> {
+    pub fn op(&self) -> &'a Op {
+        &self.graph.nodes[self.node].op
+    }
+
+    /// A required operand.
+    pub fn input(&self, i: usize) -> Result<&'a Tensor, String> {
+        self.inputs.get(i).copied().flatten().ok_or_else(|| format!("required input {i} is missing"))
+    }
+
+    pub fn opt_input(&self, i: usize) -> Option<&'a Tensor> {
+        self.inputs.get(i).copied().flatten()
+    }
+
+    pub fn num_outputs(&self) -> usize {
+        self.graph.nodes[self.node].outputs.len()
+    }
+
+    pub fn output_type(&self, i: usize) -> &'a TensorType {
+        &self.graph.values[self.graph.nodes[self.node].outputs[i]].ty
+    }
+
+    /// Output `i`'s static shape with symbols bound; errors if a dim is unknown.
+    pub fn output_shape(&self, i: usize) -> Result<Vec<usize>, String> {
+        resolve_shape(&self.output_type(i).shape, self.bindings)
+            .ok_or_else(|| "output shape is not static and no shape operand was given".to_string())
+    }
+}
+
+fn resolve_shape(shape: &[Dim], bindings: &HashMap<Symbol, usize>) -> Option<Vec<usize>> {
+    shape.iter().map(|d| d.resolve(&|s| bindings.get(&s).copied())).collect()
+}
+
+/// Runs the graph on named inputs and returns the outputs in graph order.
+pub fn run(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<Vec<Tensor>, InterpError> {
+    let mut it = Interp { graph, env: vec![None; graph.values.len()], bindings: HashMap::new() };
+    it.bind_inputs(inputs)?;
+    it.run_region(graph.root)?;
+    graph.outputs().iter().map(|&v| it.value(v).map(|t| (*t).clone())).collect()
+}
+
+struct Interp<'g> {
+    graph: &'g Graph,
+    env: Vec<Option<Arc<Tensor>>>,
+    bindings: HashMap<Symbol, usize>,
+}
+
+impl<'g> Interp<'g> {
+    fn bind_inputs(&mut self, inputs: &HashMap<String, Tensor>) -> Result<(), InterpError> {
+        let g = self.graph;
+        for name in inputs.keys() {
+            if !g.inputs.iter().any(|&v| &g.values[v].name == name) {
+                let all: Vec<&str> = g.inputs.iter().map(|&v| g.values[v].name.as_str()).collect();
+                return Err(InterpError::UnknownInput(name.clone(), all.join(", ")));
+            }
+        }
+        for &v in &g.inputs {
+            let value = &g.values[v];
+            let t = inputs.get(&value.name).ok_or_else(|| InterpError::MissingInput(value.name.clone()))?;
+            let mismatch = || InterpError::Input {
+                input: value.name.clone(),
+                expected: TypeDisplay { ty: &value.ty, symbols: &g.symbols }.to_string(),
+                given: format!("{}{:?}", t.dtype(), t.shape()),
+            };
+            if t.dtype() != value.ty.dtype || t.rank() != value.ty.rank() {
+                return Err(mismatch());
+            }
+            for (&dim, &n) in value.ty.shape.iter().zip(t.shape()) {
+                match dim {
+                    Dim::Known(k) if k != n => return Err(mismatch()),
+                    Dim::Sym { sym, factor } => {
+                        if n % factor != 0 {
+                            return Err(mismatch());
+                        }
+                        let bound = *self.bindings.entry(sym).or_insert(n / factor);
+                        if bound * factor != n {
+                            let sym_name = &g.symbols[sym.0 as usize];
+                            return Err(InterpError::Input {
+                                input: value.name.clone(),
+                                expected: format!("{} with {sym_name} = {bound} as bound by an earlier input", mismatch_expected(value, g)),
+                                given: format!("{}{:?}", t.dtype(), t.shape()),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            self.env[v.index()] = Some(Arc::new(t.clone()));
+        }
+        Ok(())
+    }
+
+    fn value(&self, v: ValueId) -> Result<Arc<Tensor>, InterpError> {
+        if let ValueDef::Const(t) = &self.graph.values[v].def {
+            return Ok(t.clone());
+        }
+        self.env[v.index()].clone().ok_or_else(|| InterpError::Node {
+            node: self.graph.values[v].name.clone(),
+            op: "-".into(),
+            reason: "value read before it was computed".into(),
+        })
+    }
+
+    fn run_region(&mut self, region: RegionId) -> Result<(), InterpError> {
+        for &n in &self.graph.regions[region].nodes {
+            self.run_node(n)?;
+        }
+        Ok(())
+    }
+
+    fn node_err(&self, n: NodeId, reason: String) -> InterpError {
+        let node = &self.graph.nodes[n];
+        InterpError::Node { node: node.name.clone(), op: node.op.name().to_string(), reason }
+    }
+
+    fn run_node(&mut self, n: NodeId) -> Result<(), InterpError> {
+        let g = self.graph;
+        let node = &g.nodes[n];
+        let results = if let Op::If = node.op {
+            let cond = self.value(node.input(0).ok_or_else(|| self.node_err(n, "missing condition".into()))?)?;
+            let taken = match cond.as_bool() {
+                Ok(a) if a.len() == 1 => *a.iter().next().expect("one element"),
+                _ => return Err(self.node_err(n, format!("condition must be one bool, got {}{:?}", cond.dtype(), cond.shape()))),
+            };
+            let branch = node.regions[if taken { 0 } else { 1 }];
+            self.run_region(branch)?;
+            g.regions[branch].outputs.iter().map(|&v| self.value(v).map(|t| (*t).clone())).collect::<Result<Vec<_>, _>>()?
+        } else {
+            let held: Vec<Option<Arc<Tensor>>> =
+                node.inputs.iter().map(|i| i.map(|v| self.value(v)).transpose()).collect::<Result<_, _>>()?;
+            let ctx = EvalCtx {
+                graph: g,
+                node: n,
+                inputs: held.iter().map(|o| o.as_deref()).collect(),
+                bindings: &self.bindings,
+            };
+            eval(&ctx).map_err(|r| self.node_err(n, r))?
+        };
+        if results.len() != node.outputs.len() {
+            return Err(self.node_err(n, format!("kernel produced {} outputs, node has {}", results.len(), node.outputs.len())));
+        }
+        for (t, &v) in results.into_iter().zip(&node.outputs) {
+            self.check_type(n, v, &t)?;
+            self.env[v.index()] = Some(Arc::new(t));
+        }
+        Ok(())
+    }
+
+    fn check_type(&self, n: NodeId, v: ValueId, t: &Tensor) -> Result<(), InterpError> {
+        let ty = &self.graph.values[v].ty;
+        let fits = t.dtype() == ty.dtype
+            && t.rank() == ty.rank()
+            && ty.shape.iter().zip(t.shape()).all(|(d, &actual)| match d.resolve(&|s| self.bindings.get(&s).copied()) {
+                Some(expected) => expected == actual,
+                None => true,
+            });
+        if fits {
+            Ok(())
+        } else {
+            Err(self.node_err(
+                n,
+                format!(
+                    "computed {}{:?} for `{}` but its inferred type is {}",
+                    t.dtype(),
+                    t.shape(),
+                    self.graph.values[v].name,
+                    TypeDisplay { ty, symbols: &self.graph.symbols }
+                ),
+            ))
+        }
+    }
+}
+
+fn mismatch_expected(value: &crate::ir::Value, g: &Graph) -> String {
+    TypeDisplay { ty: &value.ty, symbols: &g.symbols }.to_string()
+}
+
+fn eval(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
+    match ctx.op() {
+        Op::Conv(_)
+        | Op::ConvTranspose(_)
+        | Op::BatchNorm { .. }
+        | Op::Pool { .. }
+        | Op::GlobalPool { .. }
+        | Op::Lrn { .. }
+        | Op::LayerNorm { .. }
+        | Op::InstanceNorm { .. }
+        | Op::Softmax { .. } => conv::eval(ctx),
+        Op::Gemm { .. }
+        | Op::MatMul
+        | Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Variadic(_)
+        | Op::Clip
+        | Op::Where
+        | Op::Cast { .. } => elementwise::eval(ctx),
+        Op::Identity
+        | Op::Flatten { .. }
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice
+        | Op::Squeeze
+        | Op::Unsqueeze
+        | Op::Gather { .. }
+        | Op::Shape { .. }
+        | Op::Size
+        | Op::Expand
+        | Op::Tile
+        | Op::Pad { .. }
+        | Op::Resize(_)
+        | Op::Range
+        | Op::ConstantOfShape { .. } => shape::eval(ctx),
+        Op::Reduce { .. } | Op::ArgReduce { .. } | Op::TopK { .. } | Op::OneHot { .. } => reduce::eval(ctx),
+        Op::If => Err("If is evaluated by the interpreter loop".into()),
+    }
+}

@@ -1,0 +1,11 @@
+//! d2nnc: an ahead-of-time compiler for dynamic (gated, early-exit) neural networks.
+//!
+//! Pipeline: [`front::onnx`] reads a model into the [`ir`]; [`passes`] infer
+//! types and simplify; [`interp`] evaluates the IR as the reference oracle.
+//! See `ARCHITECTURE.md` at the repository root for the whole map.
+
+pub mod flops;
+pub mod front;
+pub mod interp;
+pub mod ir;
+pub mod passes;

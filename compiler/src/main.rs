@@ -1,0 +1,3 @@
+//! The `d2nnc` command-line tool.
+
+fn main() {}

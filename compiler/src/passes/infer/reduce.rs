@@ -1,0 +1,8 @@
+//! Inference rules for the reduce op family (placeholder being filled in).
+
+use super::{InferCtx, InferError};
+use crate::ir::TensorType;
+
+pub(super) fn infer(ctx: &InferCtx) -> Result<Vec<TensorType>, InferError> {
+    Err(ctx.err("inference not implemented"))
+}

@@ -1,0 +1,8 @@
+//! Graph passes: small rewrites, each in its own file, each re-verifiable.
+//!
+//! The standard pipeline ([`optimize`]) is: shape/type inference, constant
+//! folding (including the symbolic Shape→Gather→Unsqueeze→Concat→Reshape
+//! arithmetic torch exports emit), BatchNorm folding into Conv/Gemm, and
+//! dead-code elimination.
+
+pub mod infer;
