@@ -100,9 +100,12 @@ fn discover(dir: &Path, filter: Option<&str>) -> Vec<Case> {
     cases
 }
 
-fn run_all(cases: &[Case], verbose: bool) -> Vec<(Status, Vec<String>)> {
+/// A case's status and the op types its model uses.
+type Outcome = (Status, Vec<String>);
+
+fn run_all(cases: &[Case], verbose: bool) -> Vec<Outcome> {
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<(Status, Vec<String>)>>> = Mutex::new(vec![None; cases.len()]);
+    let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; cases.len()]);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -137,7 +140,7 @@ fn is_integer(code: i32) -> bool {
 }
 
 /// Runs one case; also returns the op types it uses, for the per-op report.
-fn run_case(dir: &Path) -> (Status, Vec<String>) {
+fn run_case(dir: &Path) -> Outcome {
     if let Ok(reason) = std::fs::read_to_string(dir.join("SKIP")) {
         return (Status::Unsupported(format!("test data: {}", reason.trim())), Vec::new());
     }
@@ -264,7 +267,7 @@ fn read_expected(path: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn report(cases: &[Case], results: &[(Status, Vec<String>)], expected_path: &Path, filtered: bool, root: &Path) {
+fn report(cases: &[Case], results: &[Outcome], expected_path: &Path, filtered: bool, root: &Path) {
     let mut per_op: BTreeMap<String, [usize; 3]> = BTreeMap::new();
     let mut totals = [0usize; 3];
     for (case, (status, ops)) in cases.iter().zip(results) {

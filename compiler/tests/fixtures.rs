@@ -16,8 +16,11 @@ fn load_json(path: &Path) -> Json {
     serde_json::from_str(&std::fs::read_to_string(path).expect("read json")).expect("parse json")
 }
 
-/// The (inputs, outputs) file sets of a fixture: the main case plus any alternates.
-fn cases(manifest: &Json) -> Vec<(Vec<(String, String)>, Vec<String>)> {
+/// One run of a fixture: (input name, file) pairs and the expected output files.
+type FixtureCase = (Vec<(String, String)>, Vec<String>);
+
+/// The file sets of a fixture: the main case plus any alternates.
+fn cases(manifest: &Json) -> Vec<FixtureCase> {
     let files = |list: &Json, with_name: bool| -> Vec<(String, String)> {
         list.as_array()
             .expect("array")
