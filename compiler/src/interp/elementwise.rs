@@ -285,3 +285,135 @@ fn where_(cond: &Tensor, x: &Tensor, y: &Tensor) -> Result<Tensor, String> {
         _ => return Err(format!("X and Y must have one dtype, got {} and {}", x.dtype(), y.dtype())),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn f(shape: &[usize], data: &[f32]) -> Tensor {
+        Tensor::from_f32(shape, data.to_vec()).unwrap()
+    }
+
+    fn i(shape: &[usize], data: &[i64]) -> Tensor {
+        Tensor::from_i64(shape, data.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn integer_div_truncates_and_rejects_zero() {
+        let q = binary(BinaryOp::Div, &i(&[4], &[7, -7, 7, i64::MIN]), &i(&[4], &[2, 2, -2, -1])).unwrap();
+        assert_eq!(q.to_i64_vec(), vec![3, -3, -3, i64::MIN]);
+        let err = binary(BinaryOp::Div, &i(&[1], &[1]), &i(&[1], &[0])).unwrap_err();
+        assert!(err.contains("division by zero"), "{err}");
+        let i32_q = binary(BinaryOp::Div, &Tensor::from_i32(&[1], vec![-9]).unwrap(), &Tensor::from_i32(&[], vec![4]).unwrap());
+        assert_eq!(i32_q.unwrap(), Tensor::from_i32(&[1], vec![-2]).unwrap());
+    }
+
+    #[test]
+    fn max_min_propagate_nan() {
+        let a = f(&[2], &[f32::NAN, 1.0]);
+        let b = f(&[2], &[0.0, f32::NAN]);
+        for op in [BinaryOp::Max, BinaryOp::Min] {
+            assert!(binary(op, &a, &b).unwrap().to_f32_vec().iter().all(|v| v.is_nan()));
+        }
+        let three = variadic(VariadicOp::Max, &[&f(&[1], &[1.0]), &f(&[2], &[0.0, 5.0]), &f(&[], &[2.0])]).unwrap();
+        assert_eq!(three.to_f32_vec(), vec![2.0, 5.0]);
+    }
+
+    #[test]
+    fn mean_divides_the_broadcast_sum() {
+        let m = variadic(VariadicOp::Mean, &[&f(&[2], &[1.0, 2.0]), &f(&[1], &[3.0]), &f(&[2, 1], &[5.0, 8.0])]).unwrap();
+        assert_eq!(m.shape(), &[2, 2]);
+        assert_eq!(m.to_f32_vec(), vec![3.0, 10.0 / 3.0, 4.0, 13.0 / 3.0]);
+    }
+
+    #[test]
+    fn pow_mixed_types() {
+        let p = binary(BinaryOp::Pow, &f(&[3], &[2.0, -2.0, 4.0]), &i(&[3], &[3, 2, -1])).unwrap();
+        assert_eq!(p.to_f32_vec(), vec![8.0, 4.0, 0.25]);
+        let q = binary(BinaryOp::Pow, &i(&[4], &[2, 3, -1, 2]), &i(&[4], &[10, 0, -3, -1])).unwrap();
+        assert_eq!(q.to_i64_vec(), vec![1024, 1, -1, 0]);
+        let r = binary(BinaryOp::Pow, &i(&[2], &[2, 9]), &f(&[2], &[0.5, 0.5])).unwrap();
+        assert_eq!(r.to_i64_vec(), vec![1, 3]);
+        assert!(binary(BinaryOp::Pow, &i(&[1], &[0]), &i(&[1], &[-1])).is_err());
+    }
+
+    #[test]
+    fn clip_edge_cases() {
+        let x = f(&[4], &[-2.0, 0.5, 3.0, f32::NAN]);
+        let c = clip(&x, Some(&Tensor::scalar_f32(0.0)), Some(&Tensor::scalar_f32(1.0))).unwrap().to_f32_vec();
+        assert_eq!(&c[..3], &[0.0, 0.5, 1.0]);
+        assert!(c[3].is_nan());
+        // min > max: everything becomes max, as in numpy.
+        let inverted = clip(&x, Some(&f(&[1], &[2.0])), Some(&Tensor::scalar_f32(1.0))).unwrap().to_f32_vec();
+        assert_eq!(&inverted[..3], &[1.0, 1.0, 1.0]);
+        let ints = clip(&i(&[3], &[-5, 0, 9]), None, Some(&Tensor::scalar_i64(4))).unwrap();
+        assert_eq!(ints.to_i64_vec(), vec![-5, 0, 4]);
+        assert!(clip(&x, Some(&Tensor::scalar_i64(0)), None).is_err());
+    }
+
+    #[test]
+    fn where_broadcasts_all_three() {
+        let cond = Tensor::from_bool(&[2, 1], vec![true, false]).unwrap();
+        let out = where_(&cond, &f(&[3], &[1.0, 2.0, 3.0]), &Tensor::scalar_f32(0.0)).unwrap();
+        assert_eq!(out.shape(), &[2, 3]);
+        assert_eq!(out.to_f32_vec(), vec![1.0, 2.0, 3.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn prelu_slope_broadcasts_to_x_only() {
+        let out = binary(BinaryOp::PRelu, &f(&[2, 2], &[-1.0, 2.0, -3.0, 4.0]), &f(&[2], &[0.5, 0.1])).unwrap();
+        assert_eq!(out.to_f32_vec(), vec![-0.5, 2.0, -1.5, 4.0]);
+        assert!(binary(BinaryOp::PRelu, &f(&[2], &[1.0, 2.0]), &f(&[2, 2], &[0.0; 4])).is_err());
+    }
+
+    #[test]
+    fn empty_tensors_broadcast() {
+        let out = binary(BinaryOp::Add, &f(&[0, 3], &[]), &f(&[3], &[1.0, 2.0, 3.0])).unwrap();
+        assert_eq!(out.shape(), &[0, 3]);
+        let cmp = binary(BinaryOp::Less, &f(&[1, 0], &[]), &f(&[2, 1], &[0.0, 1.0])).unwrap();
+        assert_eq!((cmp.dtype(), cmp.shape()), (d2nn_runtime::DType::Bool, &[2usize, 0][..]));
+    }
+
+    #[test]
+    fn integer_unary_ops_wrap() {
+        let out = unary(UnaryOp::Abs, &i(&[3], &[i64::MIN, -3, 4])).unwrap();
+        assert_eq!(out.to_i64_vec(), vec![i64::MIN, 3, 4]);
+        let sign = unary(UnaryOp::Sign, &Tensor::from_i32(&[3], vec![-7, 0, 9]).unwrap()).unwrap();
+        assert_eq!(sign, Tensor::from_i32(&[3], vec![-1, 0, 1]).unwrap());
+        assert!(unary(UnaryOp::Exp, &i(&[1], &[1])).is_err());
+        assert!(unary(UnaryOp::Not, &f(&[1], &[1.0])).is_err());
+    }
+
+    /// Two shapes that broadcast: a common shape with some dims set to 1 on
+    /// either side and a random number of leading dims dropped.
+    fn broadcastable() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+        proptest::collection::vec((0usize..4, any::<bool>(), any::<bool>()), 0..4).prop_flat_map(|dims| {
+            let a: Vec<usize> = dims.iter().map(|&(d, one_a, _)| if one_a { 1 } else { d }).collect();
+            let b: Vec<usize> = dims.iter().map(|&(d, _, one_b)| if one_b { 1 } else { d }).collect();
+            let rank = dims.len();
+            (Just(a), Just(b), 0..=rank, 0..=rank).prop_map(|(a, b, da, db)| (a[da..].to_vec(), b[db..].to_vec()))
+        })
+    }
+
+    proptest! {
+        /// Broadcasting Sub agrees with indexing each operand by the output
+        /// index, reduced modulo its own dims (numpy's definition).
+        #[test]
+        fn broadcast_matches_index_definition((sa, sb) in broadcastable()) {
+            let count = |s: &[usize]| s.iter().product::<usize>();
+            let a = Tensor::from_f32(&sa, (0..count(&sa)).map(|v| v as f32).collect()).unwrap();
+            let b = Tensor::from_f32(&sb, (0..count(&sb)).map(|v| (v * 10) as f32).collect()).unwrap();
+            let out = binary(BinaryOp::Sub, &a, &b).unwrap();
+            let (av, bv) = (a.as_f32().unwrap(), b.as_f32().unwrap());
+            for (idx, &got) in out.as_f32().unwrap().indexed_iter() {
+                let pick = |shape: &[usize]| -> Vec<usize> {
+                    let skip = out.rank() - shape.len();
+                    shape.iter().enumerate().map(|(d, &n)| if n == 1 { 0 } else { idx[skip + d] }).collect()
+                };
+                let want = av[IxDyn(&pick(&sa))] - bv[IxDyn(&pick(&sb))];
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
+}

@@ -199,3 +199,124 @@ fn broadcast_inputs(ctx: &InferCtx, inputs: &[usize]) -> Result<Vec<Dim>, InferE
     }
     Ok(shape)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::infer_node;
+    use crate::ir::{BinaryOp, Dim, Graph, Op, Symbol, TensorType, UnaryOp, VariadicOp};
+    use d2nn_runtime::{DType, Tensor};
+
+    /// Infers `op` over inputs of the given types (`None` = omitted optional input).
+    fn infer(op: Op, inputs: &[Option<TensorType>]) -> Result<TensorType, String> {
+        let mut g = Graph::new("t");
+        let ids = inputs.iter().enumerate().map(|(i, t)| t.clone().map(|t| g.add_input(&format!("x{i}"), t))).collect();
+        let root = g.root;
+        let n = g.add_node(root, "n", op, ids, vec![("y".into(), TensorType::scalar(DType::F32))]);
+        infer_node(&g, n).map(|mut v| v.remove(0)).map_err(|e| e.reason)
+    }
+
+    fn f32t(dims: &[Dim]) -> Option<TensorType> {
+        Some(TensorType::new(DType::F32, dims.to_vec()))
+    }
+
+    fn k(n: usize) -> Dim {
+        Dim::Known(n)
+    }
+
+    /// A symbolic batch dim; inference never looks up its name.
+    fn batch() -> Dim {
+        Dim::sym(Symbol(0))
+    }
+
+    #[test]
+    fn binary_broadcast_keeps_symbolic_batch() {
+        let n = batch();
+        let out = infer(Op::Binary(BinaryOp::Add), &[f32t(&[n, k(1), k(4)]), f32t(&[k(3), k(1)])]).unwrap();
+        assert_eq!(out, TensorType::new(DType::F32, vec![n, k(3), k(4)]));
+        let err = infer(Op::Binary(BinaryOp::Add), &[f32t(&[k(2)]), f32t(&[k(3)])]).unwrap_err();
+        assert!(err.contains("broadcast"), "{err}");
+    }
+
+    #[test]
+    fn comparisons_give_bool_and_logic_needs_bool() {
+        let cmp = infer(Op::Binary(BinaryOp::Greater), &[f32t(&[k(2)]), f32t(&[k(1)])]).unwrap();
+        assert_eq!(cmp.dtype, DType::Bool);
+        let err = infer(Op::Binary(BinaryOp::And), &[f32t(&[k(2)]), f32t(&[k(2)])]).unwrap_err();
+        assert!(err.contains("expected bool"), "{err}");
+        let mixed = infer(Op::Binary(BinaryOp::Sub), &[f32t(&[k(2)]), Some(TensorType::fixed(DType::I64, &[2]))]);
+        assert!(mixed.unwrap_err().contains("dtype i64"));
+    }
+
+    #[test]
+    fn pow_keeps_the_base_dtype() {
+        let out = infer(Op::Binary(BinaryOp::Pow), &[Some(TensorType::fixed(DType::I32, &[3])), f32t(&[k(1)])]).unwrap();
+        assert_eq!(out, TensorType::fixed(DType::I32, &[3]));
+    }
+
+    #[test]
+    fn prelu_slope_broadcasts_one_way_only() {
+        assert_eq!(infer(Op::Binary(BinaryOp::PRelu), &[f32t(&[k(2), k(3)]), f32t(&[k(3)])]).unwrap().shape, vec![k(2), k(3)]);
+        let err = infer(Op::Binary(BinaryOp::PRelu), &[f32t(&[k(3)]), f32t(&[k(2), k(3)])]).unwrap_err();
+        assert!(err.contains("slope"), "{err}");
+    }
+
+    #[test]
+    fn unary_dtype_rules() {
+        let i64t = Some(TensorType::fixed(DType::I64, &[2]));
+        assert_eq!(infer(Op::Unary(UnaryOp::Abs), std::slice::from_ref(&i64t)).unwrap().dtype, DType::I64);
+        assert!(infer(Op::Unary(UnaryOp::Exp), std::slice::from_ref(&i64t)).is_err());
+        assert!(infer(Op::Unary(UnaryOp::Not), &[f32t(&[k(1)])]).is_err());
+    }
+
+    #[test]
+    fn matmul_follows_numpy_shapes() {
+        let n = batch();
+        let mm = |a: &[Dim], b: &[Dim]| infer(Op::MatMul, &[f32t(a), f32t(b)]).map(|t| t.shape);
+        assert_eq!(mm(&[n, k(4), k(5)], &[k(5), k(6)]).unwrap(), vec![n, k(4), k(6)]);
+        assert_eq!(mm(&[k(5)], &[k(5)]).unwrap(), vec![]);
+        assert_eq!(mm(&[k(5)], &[k(2), k(5), k(3)]).unwrap(), vec![k(2), k(3)]);
+        assert_eq!(mm(&[k(2), k(1), k(4), k(5)], &[k(3), k(5), k(1)]).unwrap(), vec![k(2), k(3), k(4), k(1)]);
+        assert_eq!(mm(&[k(4), k(5)], &[k(5)]).unwrap(), vec![k(4)]);
+        assert!(mm(&[k(4), k(5)], &[k(6), k(1)]).unwrap_err().contains("inner"));
+        assert!(mm(&[], &[k(1)]).is_err());
+    }
+
+    #[test]
+    fn gemm_shapes_with_transposes_and_bias() {
+        let n = batch();
+        let gemm = |ta, tb| Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: ta, trans_b: tb };
+        let out = infer(gemm(false, true), &[f32t(&[n, k(8)]), f32t(&[k(10), k(8)]), f32t(&[k(10)])]).unwrap();
+        assert_eq!(out.shape, vec![n, k(10)]);
+        let out = infer(gemm(true, false), &[f32t(&[k(8), k(3)]), f32t(&[k(8), k(10)]), None]).unwrap();
+        assert_eq!(out.shape, vec![k(3), k(10)]);
+        let err = infer(gemm(false, false), &[f32t(&[k(3), k(8)]), f32t(&[k(8), k(10)]), f32t(&[k(3), k(1), k(10)])]).unwrap_err();
+        assert!(err.contains("C of shape"), "{err}");
+        assert!(infer(gemm(false, false), &[f32t(&[k(3), k(7)]), f32t(&[k(8), k(10)])]).is_err());
+    }
+
+    #[test]
+    fn variadic_where_clip_and_cast() {
+        let n = batch();
+        let out = infer(Op::Variadic(VariadicOp::Mean), &[f32t(&[k(3)]), f32t(&[n, k(1)]), f32t(&[k(1)])]).unwrap();
+        assert_eq!(out.shape, vec![n, k(3)]);
+        let cond = Some(TensorType::new(DType::Bool, vec![k(2), k(1)]));
+        let out = infer(Op::Where, &[cond, f32t(&[k(3)]), f32t(&[k(1)])]).unwrap();
+        assert_eq!(out.shape, vec![k(2), k(3)]);
+        let bad_bound = infer(Op::Clip, &[f32t(&[k(3)]), Some(TensorType::fixed(DType::I64, &[])), None]).unwrap_err();
+        assert!(bad_bound.contains("`min`"), "{bad_bound}");
+        let long_bound = infer(Op::Clip, &[f32t(&[k(3)]), None, f32t(&[k(2)])]).unwrap_err();
+        assert!(long_bound.contains("one element"), "{long_bound}");
+        let cast = infer(Op::Cast { to: DType::I64 }, &[f32t(&[n])]).unwrap();
+        assert_eq!(cast, TensorType::new(DType::I64, vec![n]));
+    }
+
+    #[test]
+    fn constant_operands_type_like_inputs() {
+        let mut g = Graph::new("t");
+        let c = g.add_const("c", Tensor::scalar_f32(2.0));
+        let x = g.add_input("x", TensorType::fixed(DType::F32, &[4]));
+        let root = g.root;
+        let n = g.add_node(root, "n", Op::Binary(BinaryOp::Mul), vec![Some(x), Some(c)], vec![("y".into(), TensorType::scalar(DType::F32))]);
+        assert_eq!(infer_node(&g, n).unwrap()[0], TensorType::fixed(DType::F32, &[4]));
+    }
+}

@@ -1,6 +1,6 @@
 //! Converters for the elementwise family: matrix products (Gemm, MatMul),
 //! unary activations and math, binary and variadic arithmetic, comparisons,
-//! logic, Clip, Where and Cast.
+//! logic, Clip, Where, Cast and CastLike.
 
 use crate::front::onnx::ctx::ConvertCtx;
 use crate::front::onnx::error::{invalid, unsupported, ConvertResult};
@@ -105,6 +105,7 @@ pub(super) fn register(reg: &mut Registry) {
     reg.insert(def("Clip", all.clone(), 1..=3, &["min", "max"], clip));
     reg.insert(def("Where", 9..=MAX_OPSET, 3..=3, &[], |_| Ok(Op::Where)));
     reg.insert(def("Cast", all, 1..=1, &["to", "saturate", "round_mode"], cast));
+    reg.insert(def("CastLike", 15..=MAX_OPSET, 2..=2, &["saturate", "round_mode"], cast_like));
 }
 
 type Converter = fn(&mut ConvertCtx) -> ConvertResult<Op>;
@@ -171,9 +172,156 @@ fn cast(c: &mut ConvertCtx) -> ConvertResult<Op> {
         Ok(dt) => dt,
         Err(reason) => return unsupported(format!("attribute `to`: {reason}")),
     };
-    // `saturate` and `round_mode` only affect float8 targets, which d2nnc
-    // rejects above, so every value of them means the same here.
+    float8_only_attrs(c)?;
+    Ok(Op::Cast { to })
+}
+
+/// `CastLike(x, like)` is `Cast` to `like`'s dtype, which is known statically.
+fn cast_like(c: &mut ConvertCtx) -> ConvertResult<Op> {
+    let Some(like) = c.input_type(1) else { return invalid("input 1 (`target_type`) is required") };
+    let to = like.dtype;
+    float8_only_attrs(c)?;
+    // Only the dtype of `target_type` matters; the IR Cast reads one input.
+    c.inputs.truncate(1);
+    Ok(Op::Cast { to })
+}
+
+/// `saturate` and `round_mode` only affect float8 targets, which d2nnc
+/// rejects, so every value of them means the same here; they are still
+/// type-checked.
+fn float8_only_attrs(c: &ConvertCtx) -> ConvertResult<()> {
     c.attr_int("saturate")?;
     c.attr_string("round_mode")?;
-    Ok(Op::Cast { to })
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::front::onnx::load_bytes;
+    use crate::ir::Graph;
+    use onnx_protobuf::attribute_proto::AttributeType;
+    use onnx_protobuf::tensor_proto::DataType;
+    use onnx_protobuf::type_proto::{Tensor as TypeTensor, Value as TypeValue};
+    use onnx_protobuf::*;
+    use std::collections::HashMap;
+
+    fn value_info(name: &str, elem: DataType, dims: &[i64]) -> ValueInfoProto {
+        let mut shape = TensorShapeProto::new();
+        for &d in dims {
+            let mut dim = tensor_shape_proto::Dimension::new();
+            dim.set_dim_value(d);
+            shape.dim.push(dim);
+        }
+        let mut tt = TypeTensor::new();
+        tt.elem_type = elem as i32;
+        tt.shape = Some(shape).into();
+        let mut tp = TypeProto::new();
+        tp.value = Some(TypeValue::TensorType(tt));
+        let mut vi = ValueInfoProto::new();
+        vi.name = name.into();
+        vi.type_ = Some(tp).into();
+        vi
+    }
+
+    enum Attr {
+        Int(i64),
+        Float(f32),
+    }
+
+    /// One-node model over f32 inputs `x0..` of shape [3]; returns the load result.
+    fn load_node(op: &str, opset: i64, inputs: usize, attrs: &[(&str, Attr)]) -> Result<Graph, String> {
+        let mut n = NodeProto::new();
+        n.op_type = op.into();
+        n.name = "n".into();
+        n.input = (0..inputs).map(|i| format!("x{i}")).collect();
+        n.output = vec!["y".into()];
+        for (name, value) in attrs {
+            let mut a = AttributeProto::new();
+            a.name = name.to_string();
+            match value {
+                Attr::Int(i) => (a.i, a.type_) = (*i, AttributeType::INT.into()),
+                Attr::Float(f) => (a.f, a.type_) = (*f, AttributeType::FLOAT.into()),
+            }
+            n.attribute.push(a);
+        }
+        let mut g = GraphProto::new();
+        g.node.push(n);
+        g.input = (0..inputs).map(|i| value_info(&format!("x{i}"), DataType::FLOAT, &[3])).collect();
+        g.output.push(value_info("y", DataType::FLOAT, &[3]));
+        let mut m = ModelProto::new();
+        m.ir_version = 7;
+        let mut imp = OperatorSetIdProto::new();
+        imp.version = opset;
+        m.opset_import.push(imp);
+        m.graph = Some(g).into();
+        load_bytes(&m.write_to_bytes().map_err(|e| e.to_string())?, None, "test").map(|m| m.graph).map_err(|e| e.to_string())
+    }
+
+    fn only_op(g: &Graph) -> Op {
+        g.nodes[g.regions[g.root].nodes[0]].op.clone()
+    }
+
+    #[test]
+    fn old_clip_bounds_become_constant_inputs() {
+        let g = load_node("Clip", 9, 1, &[("min", Attr::Float(-1.0))]).unwrap();
+        let node = &g.nodes[g.regions[g.root].nodes[0]];
+        assert_eq!(node.op, Op::Clip);
+        let bound = |i: usize| node.input(i).and_then(|v| g.const_value(v)).map(Tensor::to_f32_vec);
+        assert_eq!(bound(1), Some(vec![-1.0]));
+        // Clip-6's default max is FLT_MAX, so +inf is clamped to it.
+        assert_eq!(bound(2), Some(vec![f32::MAX]));
+        let inputs = HashMap::from([("x0".to_string(), Tensor::from_f32(&[3], vec![f32::INFINITY, -5.0, 0.5]).unwrap())]);
+        let y = crate::interp::run(&g, &inputs).unwrap();
+        assert_eq!(y[0].to_f32_vec(), vec![f32::MAX, -1.0, 0.5]);
+    }
+
+    #[test]
+    fn new_clip_rejects_attribute_bounds() {
+        let err = load_node("Clip", 13, 1, &[("min", Attr::Float(0.0))]).unwrap_err();
+        assert!(err.contains("`min`"), "{err}");
+    }
+
+    #[test]
+    fn two_operand_max_is_binary() {
+        assert_eq!(only_op(&load_node("Max", 13, 2, &[]).unwrap()), Op::Binary(BinaryOp::Max));
+        assert_eq!(only_op(&load_node("Sum", 13, 2, &[]).unwrap()), Op::Binary(BinaryOp::Add));
+        assert_eq!(only_op(&load_node("Max", 13, 3, &[]).unwrap()), Op::Variadic(VariadicOp::Max));
+        assert_eq!(only_op(&load_node("Mean", 13, 2, &[]).unwrap()), Op::Variadic(VariadicOp::Mean));
+    }
+
+    #[test]
+    fn cast_names_unsupported_targets() {
+        let err = load_node("Cast", 13, 1, &[("to", Attr::Int(DataType::DOUBLE as i64))]).unwrap_err();
+        assert!(err.contains("DOUBLE") && err.contains("unsupported"), "{err}");
+        let g = load_node("Cast", 19, 1, &[("to", Attr::Int(DataType::INT64 as i64)), ("saturate", Attr::Int(0))]).unwrap();
+        assert_eq!(only_op(&g), Op::Cast { to: d2nn_runtime::DType::I64 });
+    }
+
+    #[test]
+    fn cast_like_takes_the_second_operands_dtype() {
+        let g = load_node("CastLike", 15, 2, &[]).unwrap();
+        let node = &g.nodes[g.regions[g.root].nodes[0]];
+        assert_eq!(node.op, Op::Cast { to: d2nn_runtime::DType::F32 });
+        assert_eq!(node.inputs.len(), 1);
+    }
+
+    #[test]
+    fn gemm_flags_must_be_boolean() {
+        let err = load_node("Gemm", 13, 2, &[("transA", Attr::Int(2))]).unwrap_err();
+        assert!(err.contains("transA"), "{err}");
+    }
+
+    #[test]
+    fn selu_defaults_are_the_onnx_constants() {
+        // The schema's defaults, as printed by onnx.defs.
+        assert_eq!(SELU_ALPHA, 1.673_263_192_176_818_8_f64 as f32);
+        assert_eq!(SELU_GAMMA, 1.050_701_022_148_132_3_f64 as f32);
+    }
+
+    #[test]
+    fn ops_respect_their_first_opset() {
+        let err = load_node("HardSwish", 13, 1, &[]).unwrap_err();
+        assert!(err.contains("opsets 14"), "{err}");
+    }
 }
