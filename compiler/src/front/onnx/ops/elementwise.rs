@@ -35,7 +35,7 @@ pub(super) fn register(reg: &mut Registry) {
     reg.insert(def("MatMul", all.clone(), 2..=2, &[], |_| Ok(Op::MatMul)));
 
     // Unary ops without attributes, with the opset that introduced each.
-    let plain_unary: [(&'static str, i64, Converter); 18] = [
+    let plain_unary: [(&'static str, i64, Converter); 17] = [
         ("Relu", MIN_OPSET, |_| Ok(Op::Unary(UnaryOp::Relu))),
         ("Sigmoid", MIN_OPSET, |_| Ok(Op::Unary(UnaryOp::Sigmoid))),
         ("HardSwish", 14, |_| Ok(Op::Unary(UnaryOp::HardSwish))),
@@ -53,11 +53,9 @@ pub(super) fn register(reg: &mut Registry) {
         ("Round", 11, |_| Ok(Op::Unary(UnaryOp::Round))),
         ("Sign", 9, |_| Ok(Op::Unary(UnaryOp::Sign))),
         ("Not", MIN_OPSET, |_| Ok(Op::Unary(UnaryOp::Not))),
-        ("PRelu", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::PRelu))),
     ];
     for (op_type, since, convert) in plain_unary {
-        let inputs = if op_type == "PRelu" { 2..=2 } else { 1..=1 };
-        reg.insert(def(op_type, since..=MAX_OPSET, inputs, &[], convert));
+        reg.insert(def(op_type, since..=MAX_OPSET, 1..=1, &[], convert));
     }
 
     reg.insert(def("LeakyRelu", all.clone(), 1..=1, &["alpha"], |c| {
@@ -73,7 +71,7 @@ pub(super) fn register(reg: &mut Registry) {
         Ok(Op::Unary(UnaryOp::Selu { alpha: c.attr_float_or("alpha", SELU_ALPHA)?, gamma: c.attr_float_or("gamma", SELU_GAMMA)? }))
     }));
 
-    let binary: [(&'static str, i64, Converter); 13] = [
+    let binary: [(&'static str, i64, Converter); 14] = [
         ("Add", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::Add))),
         ("Sub", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::Sub))),
         ("Mul", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::Mul))),
@@ -87,6 +85,7 @@ pub(super) fn register(reg: &mut Registry) {
         ("And", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::And))),
         ("Or", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::Or))),
         ("Xor", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::Xor))),
+        ("PRelu", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::PRelu))),
     ];
     for (op_type, since, convert) in binary {
         reg.insert(def(op_type, since..=MAX_OPSET, 2..=2, &[], convert));
