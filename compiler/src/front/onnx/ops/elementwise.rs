@@ -52,7 +52,8 @@ pub(super) fn register(reg: &mut Registry) {
         ("Ceil", MIN_OPSET, |_| Ok(Op::Unary(UnaryOp::Ceil))),
         ("Round", 11, |_| Ok(Op::Unary(UnaryOp::Round))),
         ("Sign", 9, |_| Ok(Op::Unary(UnaryOp::Sign))),
-        ("Not", MIN_OPSET, |_| Ok(Op::Unary(UnaryOp::Not))),
+        // Not is unchanged since opset 1, and models using only it import opset 1.
+        ("Not", 1, |_| Ok(Op::Unary(UnaryOp::Not))),
     ];
     for (op_type, since, convert) in plain_unary {
         reg.insert(def(op_type, since..=MAX_OPSET, 1..=1, &[], convert));
