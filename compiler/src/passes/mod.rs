@@ -6,3 +6,10 @@
 //! dead-code elimination.
 
 pub mod infer;
+
+use crate::ir::Graph;
+
+/// The standard pipeline. Today: re-derive every type.
+pub fn optimize(graph: &mut Graph) -> Result<(), infer::InferError> {
+    infer::run(graph)
+}

@@ -1,0 +1,57 @@
+//! Command-line parsing (clap) and dispatch to the subcommands.
+
+mod inspect;
+mod run;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "d2nnc", version, about = "Ahead-of-time compiler for dynamic neural networks (ONNX in, specialised code out)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a model on .npy inputs and write each output to DIR/<output name>.npy.
+    Run {
+        model: PathBuf,
+        /// An input as NAME=FILE.npy (repeat for several inputs).
+        #[arg(long = "input", short = 'i', value_name = "NAME=FILE.npy")]
+        inputs: Vec<String>,
+        /// Where to write the outputs.
+        #[arg(long, short = 'o', default_value = ".")]
+        output_dir: PathBuf,
+        /// Execution engine.
+        #[arg(long, value_enum, default_value_t = Backend::Interp)]
+        backend: Backend,
+    },
+    /// Show a model's inputs, outputs, op counts, parameters and FLOPs.
+    Inspect {
+        model: PathBuf,
+        /// Value bound to every symbolic dimension when counting FLOPs.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Also print the IR after optimisation.
+        #[arg(long)]
+        ir: bool,
+        /// List FLOPs for every node, not just the total per op type.
+        #[arg(long)]
+        per_node: bool,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// The reference interpreter.
+    Interp,
+}
+
+pub fn dispatch(cli: Cli) -> Result<(), d2nnc::Error> {
+    match cli.command {
+        Command::Run { model, inputs, output_dir, backend } => run::run(&model, &inputs, &output_dir, backend),
+        Command::Inspect { model, batch, ir, per_node } => inspect::inspect(&model, batch, ir, per_node),
+    }
+}

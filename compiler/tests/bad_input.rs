@@ -1,0 +1,220 @@
+//! Bad input of every kind gives an error naming what is wrong, never a panic:
+//! corrupt or truncated protobuf, unknown ops, external data escaping the
+//! model folder, absurd dimensions, inputs of the wrong shape or type.
+
+use d2nn_runtime::Tensor;
+use d2nnc::front::onnx::{load, load_bytes, LoadError};
+use onnx_protobuf::tensor_proto::{DataLocation, DataType};
+use onnx_protobuf::type_proto::{Tensor as TypeTensor, Value as TypeValue};
+use onnx_protobuf::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+fn fixture_model() -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/resnet_tiny/model.onnx")).unwrap()
+}
+
+fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+    let mut shape = TensorShapeProto::new();
+    for &d in dims {
+        let mut dim = tensor_shape_proto::Dimension::new();
+        dim.set_dim_value(d);
+        shape.dim.push(dim);
+    }
+    let mut tt = TypeTensor::new();
+    tt.elem_type = DataType::FLOAT as i32;
+    tt.shape = Some(shape).into();
+    let mut tp = TypeProto::new();
+    tp.value = Some(TypeValue::TensorType(tt));
+    let mut vi = ValueInfoProto::new();
+    vi.name = name.into();
+    vi.type_ = Some(tp).into();
+    vi
+}
+
+fn node(name: &str, op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+    let mut n = NodeProto::new();
+    n.name = name.into();
+    n.op_type = op.into();
+    n.input = inputs.iter().map(|s| s.to_string()).collect();
+    n.output = outputs.iter().map(|s| s.to_string()).collect();
+    n
+}
+
+fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, input_dims: &[i64]) -> ModelProto {
+    let mut g = GraphProto::new();
+    g.name = "bad".into();
+    g.node = nodes;
+    g.initializer = inits;
+    g.input.push(value_info("x", input_dims));
+    g.output.push(value_info("y", &[]));
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    let mut op = OperatorSetIdProto::new();
+    op.version = 13;
+    m.opset_import.push(op);
+    m.graph = Some(g).into();
+    m
+}
+
+fn bytes(m: &ModelProto) -> Vec<u8> {
+    m.write_to_bytes().unwrap()
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("d2nnc-bad-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn truncated_protobuf_is_a_decode_error() {
+    let full = fixture_model();
+    for cut in [full.len() / 2, full.len() - 3, 7] {
+        let err = load_bytes(&full[..cut], None, "resnet_tiny.onnx").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("resnet_tiny.onnx") && (text.contains("corrupt or truncated") || matches!(err, LoadError::NoGraph)),
+            "cut at {cut}: {text}"
+        );
+    }
+}
+
+#[test]
+fn garbage_and_empty_files_are_errors() {
+    let err = load_bytes(b"\xff\xff\xff\xff this is not protobuf", None, "junk.onnx").unwrap_err();
+    assert!(err.to_string().contains("junk.onnx: not a valid ONNX model"), "{err}");
+    let err = load_bytes(b"", None, "empty.onnx").unwrap_err();
+    assert!(err.to_string().contains("empty.onnx") && err.to_string().contains("empty"), "{err}");
+    let err = load(Path::new("/nonexistent/model.onnx")).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/model.onnx"), "{err}");
+}
+
+#[test]
+fn every_unsupported_node_is_listed_in_one_error() {
+    let m = model(
+        vec![node("first", "FancyOp", &["x"], &["a"]), node("fine", "Relu", &["a"], &["b"]), node("second", "Frobnicate", &["b"], &["y"])],
+        vec![],
+        &[1, 4],
+    );
+    let err = load_bytes(&bytes(&m), None, "m.onnx").unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("2 nodes cannot be compiled"), "{text}");
+    assert!(text.contains("node `first` (FancyOp, opset 13): operator not supported"), "{text}");
+    assert!(text.contains("node `second` (Frobnicate, opset 13): operator not supported"), "{text}");
+}
+
+#[test]
+fn custom_domains_are_named() {
+    let mut n = node("custom", "Relu", &["x"], &["y"]);
+    n.domain = "com.example".into();
+    let err = load_bytes(&bytes(&model(vec![n], vec![], &[1])), None, "m.onnx").unwrap_err();
+    assert!(err.to_string().contains("node `custom` (com.example::Relu, opset 13): operators of domain `com.example`"), "{err}");
+}
+
+#[test]
+fn undefined_inputs_are_named() {
+    let err = load_bytes(&bytes(&model(vec![node("n", "Relu", &["ghost"], &["y"])], vec![], &[1])), None, "m.onnx").unwrap_err();
+    assert!(err.to_string().contains("input `ghost` is not defined"), "{err}");
+}
+
+fn external_tensor(name: &str, location: &str) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.into();
+    t.data_type = DataType::FLOAT as i32;
+    t.dims = vec![4];
+    t.data_location = DataLocation::EXTERNAL.into();
+    let mut kv = StringStringEntryProto::new();
+    kv.key = "location".into();
+    kv.value = location.into();
+    t.external_data.push(kv);
+    t
+}
+
+fn load_with_external(tag: &str, location: &str, setup: impl FnOnce(&Path)) -> Result<(), LoadError> {
+    let dir = temp_dir(tag);
+    let model_dir = dir.join("model");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    setup(&dir);
+    let m = model(vec![node("add", "Add", &["x", "w"], &["y"])], vec![external_tensor("w", location)], &[4]);
+    let path = model_dir.join("model.onnx");
+    std::fs::write(&path, bytes(&m)).unwrap();
+    load(&path).map(|_| ())
+}
+
+#[test]
+fn external_data_inside_the_folder_loads() {
+    let res = load_with_external("ok", "weights.bin", |dir| {
+        std::fs::write(dir.join("model/weights.bin"), [0u8; 16]).unwrap();
+    });
+    res.unwrap();
+}
+
+#[test]
+fn external_data_escaping_the_folder_is_refused() {
+    let secret = |dir: &Path| std::fs::write(dir.join("secret.bin"), [0u8; 16]).unwrap();
+    for (tag, loc) in [("dotdot", "../secret.bin"), ("nested", "sub/../../secret.bin"), ("abs", "/etc/passwd")] {
+        let err = load_with_external(tag, loc, secret).unwrap_err().to_string();
+        assert!(err.starts_with("tensor `w`:") && err.contains("escapes the model's folder"), "{loc}: {err}");
+    }
+    let err = load_with_external("symlink", "link.bin", |dir| {
+        secret(dir);
+        std::os::unix::fs::symlink(dir.join("secret.bin"), dir.join("model/link.bin")).unwrap();
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("tensor `w`:") && err.contains("escapes the model's folder"), "{err}");
+}
+
+#[test]
+fn external_data_that_is_too_short_or_missing_is_an_error() {
+    let err = load_with_external("short", "weights.bin", |dir| {
+        std::fs::write(dir.join("model/weights.bin"), [0u8; 5]).unwrap();
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("tensor `w`:") && err.contains("beyond the end"), "{err}");
+    let err = load_with_external("missing", "nope.bin", |_| {}).unwrap_err().to_string();
+    assert!(err.starts_with("tensor `w`:") && err.contains("nope.bin"), "{err}");
+}
+
+#[test]
+fn absurd_dimensions_are_refused() {
+    let mut t = TensorProto::new();
+    t.name = "huge".into();
+    t.data_type = DataType::FLOAT as i32;
+    t.dims = vec![1 << 40, 1 << 40];
+    let m = model(vec![node("add", "Add", &["x", "huge"], &["y"])], vec![t], &[1]);
+    let err = load_bytes(&bytes(&m), None, "m.onnx").unwrap_err().to_string();
+    assert!(err.contains("tensor `huge`") && err.contains("absurd"), "{err}");
+
+    let m = model(vec![node("relu", "Relu", &["x"], &["y"])], vec![], &[-3, 4]);
+    let err = load_bytes(&bytes(&m), None, "m.onnx").unwrap_err().to_string();
+    assert!(err.contains("graph input `x`") && err.contains("absurd"), "{err}");
+}
+
+#[test]
+fn initializer_with_wrong_data_length_is_named() {
+    let mut t = TensorProto::new();
+    t.name = "w".into();
+    t.data_type = DataType::FLOAT as i32;
+    t.dims = vec![4];
+    t.raw_data = vec![0u8; 10];
+    let m = model(vec![node("add", "Add", &["x", "w"], &["y"])], vec![t], &[4]);
+    let err = load_bytes(&bytes(&m), None, "m.onnx").unwrap_err().to_string();
+    assert!(err.contains("tensor `w`") && err.contains("10 bytes"), "{err}");
+}
+
+#[test]
+fn wrong_input_shape_and_dtype_name_the_input() {
+    let m = model(vec![node("relu", "Relu", &["x"], &["y"])], vec![], &[2, 3]);
+    let loaded = load_bytes(&bytes(&m), None, "m.onnx").unwrap();
+    let run = |t: Tensor| d2nnc::interp::run(&loaded.graph, &HashMap::from([("x".to_string(), t)]));
+    let err = run(Tensor::zeros(d2nn_runtime::DType::F32, &[3, 2])).unwrap_err().to_string();
+    assert_eq!(err, "input `x`: expected f32[2,3], got f32[3, 2]");
+    let err = run(Tensor::zeros(d2nn_runtime::DType::I64, &[2, 3])).unwrap_err().to_string();
+    assert_eq!(err, "input `x`: expected f32[2,3], got i64[2, 3]");
+    let err = d2nnc::interp::run(&loaded.graph, &HashMap::new()).unwrap_err().to_string();
+    assert_eq!(err, "input `x` was not provided");
+}

@@ -1,0 +1,62 @@
+//! Golden tests of the IR text form for real exports: what the front end and
+//! the pass pipeline make of them. Update with `D2NNC_BLESS=1 cargo test`.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// Compares `actual` with `tests/golden/<name>.txt`, or rewrites it when `D2NNC_BLESS` is set.
+fn check(name: &str, actual: &str) {
+    let path = root().join("tests/golden").join(format!("{name}.txt"));
+    if std::env::var_os("D2NNC_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    if expected != actual {
+        let first = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).unwrap_or(expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "golden {} differs at line {}:\n  expected: {:?}\n  actual:   {:?}\nrun with D2NNC_BLESS=1 to update",
+            path.display(),
+            first + 1,
+            expected.lines().nth(first),
+            actual.lines().nth(first)
+        );
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("../tests/fixtures").join(name).join("model.onnx")
+}
+
+fn printed(name: &str, optimize: bool) -> String {
+    let mut model = d2nnc::front::onnx::load(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    if optimize {
+        d2nnc::passes::optimize(&mut model.graph).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    d2nnc::ir::verify::verify(&model.graph).unwrap_or_else(|e| panic!("{name}: {e}"));
+    d2nnc::ir::printer::print(&model.graph)
+}
+
+#[test]
+fn mlp_with_dynamic_batch_as_loaded() {
+    check("ir/mlp_dynamic_batch.loaded", &printed("mlp_dynamic_batch", false));
+}
+
+#[test]
+fn mlp_with_dynamic_batch_optimized() {
+    check("ir/mlp_dynamic_batch.optimized", &printed("mlp_dynamic_batch", true));
+}
+
+#[test]
+fn if_model_keeps_both_branches() {
+    check("ir/cond_if.loaded", &printed("cond_if", false));
+}
+
+#[test]
+fn channel_shuffle_optimized() {
+    check("ir/shufflenet_tiny.optimized", &printed("shufflenet_tiny", true));
+}

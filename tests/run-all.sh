@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test of the repository on a fresh machine.
+#
+# 1. A Python venv (target/ci-venv) with the pinned `onnx` package, which holds
+#    the ONNX backend conformance cases; they are written once to
+#    target/onnx-conformance (a stamp file skips the work next time).
+# 2. `cargo test --workspace`: unit tests, golden tests, fixtures, bad-input
+#    tests and the conformance run against tests/conformance/expected.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=target/ci-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" -c 'import onnx, numpy, sys; sys.exit(onnx.__version__ != "1.23.2")' 2>/dev/null; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/conformance/requirements.txt
+fi
+"$venv/bin/python" tests/conformance/extract.py target/onnx-conformance
+
+cargo test --workspace --locked
