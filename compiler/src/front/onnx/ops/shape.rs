@@ -24,7 +24,7 @@ pub(super) fn register(reg: &mut Registry) {
         reg.insert(OpDef { op_type, opsets, inputs, outputs, attrs, convert });
     };
     add("Identity", 7..=MAX_OPSET, 1..=1, 1..=1, &[], |_| Ok(Op::Identity));
-    add("Dropout", 7..=MAX_OPSET, 1..=3, 1..=1, &["ratio", "is_test", "seed"], dropout);
+    add("Dropout", 7..=MAX_OPSET, 1..=3, 1..=2, &["ratio", "is_test", "seed"], dropout);
     add("Flatten", 7..=MAX_OPSET, 1..=1, 1..=1, &["axis"], |ctx| Ok(Op::Flatten { axis: ctx.attr_int_or("axis", 1)? }));
     add("Reshape", 7..=MAX_OPSET, 2..=2, 1..=1, &["allowzero"], |ctx| {
         Ok(Op::Reshape { allowzero: flag(ctx, "allowzero", false)? })
@@ -99,6 +99,9 @@ fn expect_inputs(ctx: &ConvertCtx, allowed: RangeInclusive<usize>) -> ConvertRes
 
 /// Inference-time dropout is the identity; only the data operand is kept.
 fn dropout(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
+    if ctx.num_outputs > 1 {
+        return unsupported("output `mask` is not supported: only Dropout's data output may be used");
+    }
     if ctx.opset < 12 {
         expect_inputs(ctx, 1..=1)?;
         if ctx.attr_int("is_test")? == Some(0) {
