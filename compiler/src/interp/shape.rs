@@ -4,6 +4,8 @@
 //! in `window` and `resize`.
 
 mod resize;
+#[cfg(test)]
+mod tests;
 mod window;
 
 use super::util::{axis as norm_axis, broadcast};

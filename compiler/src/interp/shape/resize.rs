@@ -112,7 +112,7 @@ pub(super) fn resize(ctx: &EvalCtx, attrs: &ResizeAttrs) -> Result<Tensor, Strin
     let x = ctx.input(0)?;
     let plans = plans(ctx, x.shape())?;
     let out_shape: Vec<usize> = plans.iter().map(|p| p.output).collect();
-    if out_shape.iter().any(|&d| d == 0) {
+    if out_shape.contains(&0) {
         return Ok(Tensor::zeros(x.dtype(), &out_shape));
     }
     match attrs.mode {

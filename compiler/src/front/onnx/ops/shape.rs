@@ -3,6 +3,8 @@
 //! newest semantics of the IR ops. `Resize` and `Upsample` live in `resize`.
 
 mod resize;
+#[cfg(test)]
+mod tests;
 
 use crate::front::onnx::ctx::ConvertCtx;
 use crate::front::onnx::error::{invalid, unsupported, ConvertResult};
