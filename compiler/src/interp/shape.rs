@@ -49,6 +49,15 @@ pub(super) fn pick<T: Clone>(a: &ArrayD<T>, shape: &[usize], source: impl Fn(&[u
     ArrayD::from_shape_fn(IxDyn(shape), |idx| a[IxDyn(&source(idx.slice()))].clone())
 }
 
+/// Rejects output shapes no machine could hold before allocating them.
+pub(super) fn check_volume(shape: &[usize]) -> Result<(), String> {
+    let limit = crate::front::onnx::tensor::MAX_ELEMENTS;
+    match shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64)) {
+        Some(n) if n <= limit => Ok(()),
+        _ => Err(format!("output shape {shape:?} has more than {limit} elements")),
+    }
+}
+
 /// Operand `i` as integers (axes, shapes, pads…).
 pub(super) fn ints(ctx: &EvalCtx, i: usize, what: &str) -> Result<Vec<i64>, String> {
     let t = ctx.input(i)?;
@@ -249,6 +258,7 @@ fn expand(ctx: &EvalCtx) -> Result<Tensor, String> {
         None => ctx.output_shape(0)?,
     };
     let shape = broadcast(&[x.shape(), &target])?;
+    check_volume(&shape)?;
     let (in_shape, offset) = (x.shape(), shape.len() - x.rank());
     let source = |idx: &[usize]| (0..in_shape.len()).map(|j| if in_shape[j] == 1 { 0 } else { idx[j + offset] }).collect();
     Ok(map_tensor_same!(x, arr => pick(arr, &shape, source)))
@@ -261,7 +271,12 @@ fn tile(ctx: &EvalCtx) -> Result<Tensor, String> {
         return Err(format!("repeats {reps:?} do not fit a rank-{} input", x.rank()));
     }
     let in_shape = x.shape();
-    let shape: Vec<usize> = in_shape.iter().zip(&reps).map(|(&d, &r)| d * r as usize).collect();
+    let shape = in_shape
+        .iter()
+        .zip(&reps)
+        .map(|(&d, &r)| d.checked_mul(r as usize).ok_or_else(|| format!("repeats {reps:?} overflow")))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_volume(&shape)?;
     let source = |idx: &[usize]| idx.iter().zip(in_shape).map(|(&i, &d)| i % d).collect();
     Ok(map_tensor_same!(x, arr => pick(arr, &shape, source)))
 }
@@ -321,6 +336,7 @@ fn constant_of_shape(ctx: &EvalCtx, value: &Tensor) -> Result<Tensor, String> {
     if value.is_empty() {
         return Err("attribute `value` is empty".into());
     }
+    check_volume(&shape)?;
     let shape = IxDyn(&shape);
     Ok(map_tensor_same!(value, v => ArrayD::from_elem(shape.clone(), v.iter().next().cloned().unwrap_or_default())))
 }

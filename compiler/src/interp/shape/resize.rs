@@ -3,7 +3,7 @@
 //! rounds it, linear blends the two neighbours with edge clamping, and axes
 //! are resampled one at a time (interpolation is separable).
 
-use super::pick;
+use super::{check_volume, pick};
 use crate::interp::EvalCtx;
 use crate::ir::{CoordinateTransform, NearestMode, ResizeAttrs, ResizeMode};
 use d2nn_runtime::{map_tensor_same, Tensor};
@@ -112,6 +112,7 @@ pub(super) fn resize(ctx: &EvalCtx, attrs: &ResizeAttrs) -> Result<Tensor, Strin
     let x = ctx.input(0)?;
     let plans = plans(ctx, x.shape())?;
     let out_shape: Vec<usize> = plans.iter().map(|p| p.output).collect();
+    check_volume(&out_shape)?;
     if out_shape.contains(&0) {
         return Ok(Tensor::zeros(x.dtype(), &out_shape));
     }

@@ -178,3 +178,13 @@ fn range_counts_like_the_spec() {
     let f = Tensor::scalar_f32;
     assert_eq!(range(f(1.0), f(2.0), f(0.25)).to_f32_vec(), vec![1.0, 1.25, 1.5, 1.75]);
 }
+
+#[test]
+fn absurd_runtime_shapes_are_errors_not_aborts() {
+    let huge = Tensor::vec_i64(vec![1 << 40, 1 << 40]);
+    let fill = Op::ConstantOfShape { value: Tensor::from_f32(&[1], vec![0.0]).unwrap() };
+    let err = run_op(fill, &huge, vec![], 1).unwrap_err();
+    assert!(err.contains("more than"), "{err}");
+    let err = run_op(Op::Tile, &iota(&[2]), vec![ints(&[i64::MAX])], 1).unwrap_err();
+    assert!(err.contains("overflow") || err.contains("more than"), "{err}");
+}

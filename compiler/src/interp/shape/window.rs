@@ -1,6 +1,6 @@
 //! Slice and Pad kernels: per-axis index arithmetic, element by element.
 
-use super::{axes, ints, pick};
+use super::{axes, check_volume, ints, pick};
 use crate::interp::EvalCtx;
 use crate::ir::PadMode;
 use crate::passes::infer::symbolic::slice_bounds;
@@ -91,6 +91,7 @@ pub(super) fn pad(ctx: &EvalCtx, mode: PadMode) -> Result<Tensor, String> {
         }
         (begins[a], shape[a]) = (b, out as usize);
     }
+    check_volume(&shape)?;
     let fill = match ctx.opt_input(2) {
         Some(v) if !v.is_empty() => v.clone(),
         _ => Tensor::zeros(x.dtype(), &[]),

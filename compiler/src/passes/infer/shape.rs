@@ -116,9 +116,11 @@ pub(super) fn axes_list(ctx: &InferCtx, axes: &[i64], rank: usize, what: &str) -
 /// `a + b` when it is representable.
 pub(super) fn dim_add(a: Dim, b: Dim) -> Dim {
     match (a, b) {
-        (Dim::Known(x), Dim::Known(y)) => Dim::Known(x + y),
+        (Dim::Known(x), Dim::Known(y)) => x.checked_add(y).map_or(Dim::Unknown, Dim::Known),
         (Dim::Known(0), d) | (d, Dim::Known(0)) => d,
-        (Dim::Sym { sym: s1, factor: f1 }, Dim::Sym { sym: s2, factor: f2 }) if s1 == s2 => Dim::Sym { sym: s1, factor: f1 + f2 },
+        (Dim::Sym { sym: s1, factor: f1 }, Dim::Sym { sym: s2, factor: f2 }) if s1 == s2 => {
+            f1.checked_add(f2).map_or(Dim::Unknown, |factor| Dim::Sym { sym: s1, factor })
+        }
         _ => Dim::Unknown,
     }
 }
@@ -436,9 +438,13 @@ fn range(ctx: &InferCtx) -> Result<TensorType, InferError> {
             _ => Dim::Unknown,
         }
     } else {
-        let scalar = |i| ctx.sym_input(i).and_then(|v| v.first().and_then(|x| x.int()));
+        let scalar = |i| ctx.sym_input(i).and_then(|v| v.first().copied());
         match (scalar(0), scalar(1), scalar(2)) {
-            (Some(s), Some(l), Some(d)) => Dim::Known(range_len_int(s, l, d).map_err(|e| ctx.err(e))?),
+            (Some(SymInt::Int(s)), Some(SymInt::Int(l)), Some(SymInt::Int(d))) => {
+                Dim::Known(range_len_int(s, l, d).map_err(|e| ctx.err(e))?)
+            }
+            // `arange(x.size(k))` over a symbolic dim counts exactly that dim.
+            (Some(SymInt::Int(0)), Some(limit), Some(SymInt::Int(1))) => limit.to_dim().unwrap_or(Dim::Unknown),
             _ => Dim::Unknown,
         }
     };

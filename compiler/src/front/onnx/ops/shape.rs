@@ -16,6 +16,8 @@ use std::ops::RangeInclusive;
 /// Any number of inputs or outputs.
 const MANY: usize = usize::MAX;
 
+/// Each op is registered from the opset whose form its converter handles,
+/// which may predate the oldest opset the loader reads.
 pub(super) fn register(reg: &mut Registry) {
     let mut add = |op_type: &'static str,
                    opsets: RangeInclusive<i64>,
@@ -25,29 +27,30 @@ pub(super) fn register(reg: &mut Registry) {
                    convert: Converter| {
         reg.insert(OpDef { op_type, opsets, inputs, outputs, attrs, convert });
     };
-    add("Identity", 7..=MAX_OPSET, 1..=1, 1..=1, &[], |_| Ok(Op::Identity));
-    add("Dropout", 7..=MAX_OPSET, 1..=3, 1..=2, &["ratio", "is_test", "seed"], dropout);
-    add("Flatten", 7..=MAX_OPSET, 1..=1, 1..=1, &["axis"], |ctx| Ok(Op::Flatten { axis: ctx.attr_int_or("axis", 1)? }));
-    add("Reshape", 7..=MAX_OPSET, 2..=2, 1..=1, &["allowzero"], |ctx| {
+    add("Identity", 1..=MAX_OPSET, 1..=1, 1..=1, &[], |_| Ok(Op::Identity));
+    add("Dropout", 6..=MAX_OPSET, 1..=3, 1..=2, &["ratio", "is_test", "seed"], dropout);
+    add("Flatten", 1..=MAX_OPSET, 1..=1, 1..=1, &["axis"], |ctx| Ok(Op::Flatten { axis: ctx.attr_int_or("axis", 1)? }));
+    add("Reshape", 5..=MAX_OPSET, 2..=2, 1..=1, &["allowzero"], |ctx| {
         Ok(Op::Reshape { allowzero: flag(ctx, "allowzero", false)? })
     });
-    add("Transpose", 7..=MAX_OPSET, 1..=1, 1..=1, &["perm"], transpose);
-    add("Concat", 7..=MAX_OPSET, 1..=MANY, 1..=1, &["axis"], |ctx| {
-        let axis = ctx.require("axis", ctx.attr_int("axis"))?;
+    add("Transpose", 1..=MAX_OPSET, 1..=1, 1..=1, &["perm"], transpose);
+    add("Concat", 1..=MAX_OPSET, 1..=MANY, 1..=1, &["axis"], |ctx| {
+        // `axis` became required in opset 4; before, it defaulted to 1.
+        let axis = if ctx.opset < 4 { ctx.attr_int_or("axis", 1)? } else { ctx.require("axis", ctx.attr_int("axis"))? };
         Ok(Op::Concat { axis })
     });
-    add("Split", 7..=MAX_OPSET, 1..=2, 1..=MANY, &["axis", "split", "num_outputs"], split);
-    add("Slice", 7..=MAX_OPSET, 1..=5, 1..=1, &["starts", "ends", "axes"], slice);
-    add("Squeeze", 7..=MAX_OPSET, 1..=2, 1..=1, &["axes"], |ctx| axes_attr_to_input(ctx, false).map(|()| Op::Squeeze));
-    add("Unsqueeze", 7..=MAX_OPSET, 1..=2, 1..=1, &["axes"], |ctx| axes_attr_to_input(ctx, true).map(|()| Op::Unsqueeze));
-    add("Gather", 7..=MAX_OPSET, 2..=2, 1..=1, &["axis"], |ctx| Ok(Op::Gather { axis: ctx.attr_int_or("axis", 0)? }));
-    add("Shape", 7..=MAX_OPSET, 1..=1, 1..=1, &["start", "end"], |ctx| {
+    add("Split", 2..=MAX_OPSET, 1..=2, 1..=MANY, &["axis", "split", "num_outputs"], split);
+    add("Slice", 1..=MAX_OPSET, 1..=5, 1..=1, &["starts", "ends", "axes"], slice);
+    add("Squeeze", 1..=MAX_OPSET, 1..=2, 1..=1, &["axes"], |ctx| axes_attr_to_input(ctx, false).map(|()| Op::Squeeze));
+    add("Unsqueeze", 1..=MAX_OPSET, 1..=2, 1..=1, &["axes"], |ctx| axes_attr_to_input(ctx, true).map(|()| Op::Unsqueeze));
+    add("Gather", 1..=MAX_OPSET, 2..=2, 1..=1, &["axis"], |ctx| Ok(Op::Gather { axis: ctx.attr_int_or("axis", 0)? }));
+    add("Shape", 1..=MAX_OPSET, 1..=1, 1..=1, &["start", "end"], |ctx| {
         Ok(Op::Shape { start: ctx.attr_int_or("start", 0)?, end: ctx.attr_int("end")? })
     });
-    add("Size", 7..=MAX_OPSET, 1..=1, 1..=1, &[], |_| Ok(Op::Size));
+    add("Size", 1..=MAX_OPSET, 1..=1, 1..=1, &[], |_| Ok(Op::Size));
     add("Expand", 8..=MAX_OPSET, 2..=2, 1..=1, &[], |_| Ok(Op::Expand));
-    add("Tile", 7..=MAX_OPSET, 2..=2, 1..=1, &[], |_| Ok(Op::Tile));
-    add("Pad", 7..=MAX_OPSET, 1..=4, 1..=1, &["mode", "pads", "value"], pad);
+    add("Tile", 6..=MAX_OPSET, 2..=2, 1..=1, &[], |_| Ok(Op::Tile));
+    add("Pad", 2..=MAX_OPSET, 1..=4, 1..=1, &["mode", "pads", "value"], pad);
     add(
         "Resize",
         10..=MAX_OPSET,
@@ -106,7 +109,8 @@ fn dropout(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
     }
     if ctx.opset < 12 {
         expect_inputs(ctx, 1..=1)?;
-        if ctx.attr_int("is_test")? == Some(0) {
+        // Opset 6 dropped elements unless `is_test` said otherwise.
+        if ctx.attr_int_or("is_test", (ctx.opset >= 7) as i64)? == 0 {
             return unsupported("attribute `is_test` = 0 is not supported: d2nnc compiles inference graphs only");
         }
     } else if ctx.input(2).is_some() {

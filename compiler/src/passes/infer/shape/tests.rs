@@ -181,6 +181,20 @@ fn symbolic_dims_survive_concat_split_slice_and_resize() {
 }
 
 #[test]
+fn arange_over_a_symbolic_dim_counts_that_dim() {
+    let mut b = Builder::new();
+    let x = b.input("x", vec![b.batch(3), Dim::Known(2)]);
+    let shape = b.node(Op::Shape { start: 0, end: None }, &[x]);
+    let zero = b.g.add_const("zero", Tensor::scalar_i64(0));
+    let one = b.g.add_const("one", Tensor::scalar_i64(1));
+    let limit = b.node(Op::Gather { axis: 0 }, &[shape, zero]);
+    let positions = b.node(Op::Range, &[zero, limit, one]);
+    assert_eq!(b.ty(positions).shape, vec![b.batch(3)]);
+    let out = b.run(vec![positions], iota(&[6, 2]));
+    assert_eq!(out[0], Tensor::vec_i64((0..6).collect()));
+}
+
+#[test]
 fn invalid_shape_operands_are_errors_not_panics() {
     let mut b = Builder::new();
     let x = b.input("x", vec![Dim::Known(2), Dim::Known(3)]);
