@@ -398,7 +398,7 @@ fn tile(ctx: &InferCtx) -> Result<TensorType, InferError> {
 
 /// Number of elements of `Range(start, limit, delta)`, computed in f64 as the
 /// reference does (exactly for integers).
-pub(crate) fn range_len(start: f64, limit: f64, delta: f64) -> Result<usize, String> {
+fn range_len(start: f64, limit: f64, delta: f64) -> Result<usize, String> {
     if delta == 0.0 || !delta.is_finite() || !start.is_finite() || !limit.is_finite() {
         return Err(format!("Range({start}, {limit}, {delta}) has no finite length"));
     }
@@ -409,7 +409,7 @@ pub(crate) fn range_len(start: f64, limit: f64, delta: f64) -> Result<usize, Str
     Ok(n.max(0.0) as usize)
 }
 
-pub(crate) fn range_len_int(start: i64, limit: i64, delta: i64) -> Result<usize, String> {
+fn range_len_int(start: i64, limit: i64, delta: i64) -> Result<usize, String> {
     if delta == 0 {
         return Err("Range delta is 0".into());
     }
