@@ -150,23 +150,10 @@ fn eval(graph: &Graph, v: ValueId, depth: usize) -> Option<Vec<SymInt>> {
             if starts.len() != 1 || ends.len() != 1 || steps.len() != 1 || steps[0] == 0 {
                 return None;
             }
-            let n = data.len() as i64;
-            let clamp = |x: i64, lo: i64, hi: i64| x.clamp(lo, hi);
-            let norm = |x: i64| if x < 0 { x + n } else { x };
-            let step = steps[0];
-            let mut out = Vec::new();
-            if step > 0 {
-                let (mut i, e) = (clamp(norm(starts[0]), 0, n), clamp(norm(ends[0]), 0, n));
-                while i < e {
-                    out.push(data[i as usize]);
-                    i += step;
-                }
-            } else {
-                let (mut i, e) = (clamp(norm(starts[0]), -1, n - 1), clamp(norm(ends[0]), -1, n - 1));
-                while i > e {
-                    out.push(data[i as usize]);
-                    i += step;
-                }
+            let (first, len) = slice_bounds(data.len(), starts[0], ends[0], steps[0])?;
+            let mut out = Vec::with_capacity(len);
+            for k in 0..len as i64 {
+                out.push(*data.get(usize::try_from(first + k * steps[0]).ok()?)?);
             }
             out
         }
@@ -233,4 +220,47 @@ pub fn shape_range(rank: usize, start: i64, end: Option<i64>) -> (usize, usize) 
     let s = clamp(start);
     let e = end.map_or(rank, clamp);
     (s, e.max(s))
+}
+
+/// The first index and element count of `Slice` along a dim of size `dim`,
+/// with the spec's clamping: for positive steps `start` and `end` clamp to
+/// `[0, dim]`, for negative steps `start` to `[0, dim-1]` and `end` to
+/// `[-1, dim-1]`; negative values count from the end first. `None` for a
+/// zero step.
+pub fn slice_bounds(dim: usize, start: i64, end: i64, step: i64) -> Option<(i64, usize)> {
+    if step == 0 {
+        return None;
+    }
+    let d = dim as i128;
+    let norm = |x: i64| if x < 0 { x as i128 + d } else { x as i128 };
+    let (start, end, step) = (norm(start), norm(end), step as i128);
+    let (first, count) = if step > 0 {
+        let (s, e) = (start.clamp(0, d), end.clamp(0, d));
+        (s, if e > s { (e - s + step - 1) / step } else { 0 })
+    } else {
+        if dim == 0 {
+            return Some((0, 0));
+        }
+        let (s, e) = (start.clamp(0, d - 1), end.clamp(-1, d - 1));
+        (s, if s > e { (s - e + (-step) - 1) / (-step) } else { 0 })
+    };
+    Some((first as i64, count as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slice_bounds;
+
+    #[test]
+    fn slice_bounds_follow_the_spec_clamping() {
+        assert_eq!(slice_bounds(10, 0, i64::MAX, 1), Some((0, 10)));
+        assert_eq!(slice_bounds(10, -3, 1000, 1), Some((7, 3)));
+        assert_eq!(slice_bounds(10, 1000, 1000, 1), Some((10, 0)));
+        assert_eq!(slice_bounds(10, 0, 10, 3), Some((0, 4)));
+        assert_eq!(slice_bounds(10, -1, i64::MIN, -1), Some((9, 10)));
+        assert_eq!(slice_bounds(10, 20, 0, -2), Some((9, 5)));
+        assert_eq!(slice_bounds(10, 5, 5, -1), Some((5, 0)));
+        assert_eq!(slice_bounds(0, -1, i64::MIN, -1), Some((0, 0)));
+        assert_eq!(slice_bounds(3, 0, 3, 0), None);
+    }
 }

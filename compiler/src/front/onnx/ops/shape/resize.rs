@@ -1,0 +1,188 @@
+//! Converters for `Resize` (opsets 10–19+) and the deprecated `Upsample`
+//! (opsets 7–9): both become the IR `Resize` with full-rank `scales` or
+//! `sizes`, the coordinate mapping and the nearest rounding spelled out.
+
+use super::expect_inputs;
+use crate::front::onnx::ctx::ConvertCtx;
+use crate::front::onnx::error::{invalid, unsupported, ConvertResult};
+use crate::ir::{CoordinateTransform, Dim, NearestMode, Op, ResizeAttrs, ResizeMode};
+use d2nn_runtime::Tensor;
+
+const SCALES: usize = 2;
+const SIZES: usize = 3;
+
+fn mode(ctx: &ConvertCtx) -> ConvertResult<ResizeMode> {
+    match ctx.attr_string_or("mode", "nearest")?.as_str() {
+        "nearest" => Ok(ResizeMode::Nearest),
+        "linear" => Ok(ResizeMode::Linear),
+        "cubic" => unsupported("attribute `mode` = \"cubic\" is not supported: only nearest and linear interpolation are"),
+        other => invalid(format!("attribute `mode` = {other:?} is not a resize mode")),
+    }
+}
+
+/// Before opset 11 (Resize-10, Upsample) the source coordinate is
+/// `x_out / scale` and nearest picks ⌊x⌋ when enlarging, ⌈x⌉ when shrinking
+/// (the behaviour of the runtimes that defined those opsets).
+fn legacy_attrs(ctx: &ConvertCtx, mode: ResizeMode) -> ConvertResult<ResizeAttrs> {
+    let mut nearest_mode = NearestMode::Floor;
+    if let Some(scales) = ctx.const_input(SCALES) {
+        let scales = scales.to_f32_vec();
+        let shrinks = scales.iter().any(|&s| s < 1.0);
+        let grows = scales.iter().any(|&s| s > 1.0);
+        if shrinks && grows && mode == ResizeMode::Nearest {
+            return unsupported(format!(
+                "scales {scales:?} both enlarge and shrink: opset-10 nearest rounding differs per axis then, which d2nnc does not represent"
+            ));
+        }
+        if shrinks {
+            nearest_mode = NearestMode::Ceil;
+        }
+    }
+    Ok(ResizeAttrs { mode, coordinate_transform: CoordinateTransform::Asymmetric, nearest_mode })
+}
+
+pub(super) fn upsample(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
+    let mode = match ctx.attr_string_or("mode", "nearest")?.as_str() {
+        "nearest" => ResizeMode::Nearest,
+        "linear" | "bilinear" => ResizeMode::Linear,
+        other => return invalid(format!("attribute `mode` = {other:?} is not an Upsample mode")),
+    };
+    if ctx.opset < 9 {
+        expect_inputs(ctx, 1..=1)?;
+        let scales = ctx.require("scales", ctx.attr_floats("scales"))?;
+        let t = Tensor::from_f32(&[scales.len()], scales).map_err(|e| crate::front::onnx::ConvertError::Invalid(e.to_string()))?;
+        let v = ctx.add_const("scales", t);
+        ctx.set_input(1, Some(v));
+    } else {
+        if ctx.has_attr("scales") {
+            return invalid("attribute `scales` is an input since opset 9");
+        }
+        expect_inputs(ctx, 2..=2)?;
+    }
+    if let Some(s) = ctx.const_input(1) {
+        if s.to_f32_vec().iter().any(|&s| s < 1.0) {
+            return invalid(format!("Upsample scales must be ≥ 1, got {:?}", s.to_f32_vec()));
+        }
+    }
+    let scales = ctx.input(1);
+    ctx.inputs = vec![ctx.input(0), None, scales];
+    Ok(Op::Resize(legacy_attrs(ctx, mode)?))
+}
+
+pub(super) fn resize(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
+    let mode = mode(ctx)?;
+    if ctx.opset == 10 {
+        for name in ["coordinate_transformation_mode", "nearest_mode", "cubic_coeff_a", "exclude_outside", "extrapolation_value"] {
+            if ctx.has_attr(name) {
+                return invalid(format!("attribute `{name}` exists only since opset 11"));
+            }
+        }
+        expect_inputs(ctx, 2..=2)?;
+        let scales = ctx.input(1);
+        ctx.inputs = vec![ctx.input(0), None, scales];
+    } else {
+        expect_inputs(ctx, if ctx.opset >= 13 { 1..=4 } else { 3..=4 })?;
+    }
+    for name in ["antialias", "axes", "keep_aspect_ratio_policy"] {
+        if ctx.opset < 18 && ctx.has_attr(name) {
+            return invalid(format!("attribute `{name}` exists only since opset 18"));
+        }
+    }
+    if ctx.attr_int_or("antialias", 0)? != 0 {
+        return unsupported("attribute `antialias` = 1 is not supported: d2nnc resizes without antialiasing filters");
+    }
+    if ctx.attr_int_or("exclude_outside", 0)? != 0 {
+        return unsupported("attribute `exclude_outside` = 1 is not supported: it only changes cubic interpolation's border weights");
+    }
+    let policy = ctx.attr_string_or("keep_aspect_ratio_policy", "stretch")?;
+    if policy != "stretch" {
+        return unsupported(format!("attribute `keep_aspect_ratio_policy` = {policy:?} is not supported: only \"stretch\" is"));
+    }
+    let attrs = if ctx.opset == 10 {
+        legacy_attrs(ctx, mode)?
+    } else {
+        let coordinate_transform = match ctx.attr_string_or("coordinate_transformation_mode", "half_pixel")?.as_str() {
+            "half_pixel" => CoordinateTransform::HalfPixel,
+            "pytorch_half_pixel" => CoordinateTransform::PytorchHalfPixel,
+            "align_corners" => CoordinateTransform::AlignCorners,
+            "asymmetric" => CoordinateTransform::Asymmetric,
+            other @ ("tf_crop_and_resize" | "half_pixel_symmetric" | "tf_half_pixel_for_nn") => {
+                return unsupported(format!(
+                    "attribute `coordinate_transformation_mode` = {other:?} is not supported: only half_pixel, pytorch_half_pixel, align_corners and asymmetric are"
+                ))
+            }
+            other => return invalid(format!("attribute `coordinate_transformation_mode` = {other:?} is not a Resize mode")),
+        };
+        let nearest_mode = match ctx.attr_string_or("nearest_mode", "round_prefer_floor")?.as_str() {
+            "round_prefer_floor" => NearestMode::RoundPreferFloor,
+            "round_prefer_ceil" => NearestMode::RoundPreferCeil,
+            "floor" => NearestMode::Floor,
+            "ceil" => NearestMode::Ceil,
+            other => return invalid(format!("attribute `nearest_mode` = {other:?} is not a Resize nearest mode")),
+        };
+        ResizeAttrs { mode, coordinate_transform, nearest_mode }
+    };
+    // `roi` only matters for tf_crop_and_resize, which is rejected above.
+    ctx.set_input(1, None);
+    // An empty `scales` stands for "not given" (opsets 11–12 require the slot).
+    let empty_scales = ctx.const_input(SCALES).is_some_and(|t| t.is_empty());
+    if ctx.input(SIZES).is_some() || empty_scales {
+        ctx.set_input(SCALES, None);
+    }
+    if ctx.input(SCALES).is_none() && ctx.input(SIZES).is_none() {
+        return invalid("one of the inputs `scales` and `sizes` must be given");
+    }
+    if let Some(axes) = ctx.attr_ints("axes")? {
+        spread_over_axes(ctx, &axes)?;
+    }
+    while ctx.inputs.last() == Some(&None) {
+        ctx.inputs.pop();
+    }
+    Ok(Op::Resize(attrs))
+}
+
+/// Rewrites `scales`/`sizes` given for `axes` only into full-rank constants.
+fn spread_over_axes(ctx: &mut ConvertCtx, axes: &[i64]) -> ConvertResult<()> {
+    let Some(input) = ctx.input_type(0).cloned() else { return invalid("input `X` is missing") };
+    let rank = input.rank();
+    let mut targets = Vec::with_capacity(axes.len());
+    for &a in axes {
+        match crate::passes::infer::normalize_axis(a, rank) {
+            Some(a) if !targets.contains(&a) => targets.push(a),
+            _ => return invalid(format!("attribute `axes` = {axes:?} is not a set of distinct axes of a rank-{rank} input")),
+        }
+    }
+    let slot = if ctx.input(SCALES).is_some() { SCALES } else { SIZES };
+    let name = if slot == SCALES { "scales" } else { "sizes" };
+    let Some(given) = ctx.const_input(slot) else {
+        return unsupported(format!("attribute `axes` is supported only with a constant `{name}` input"));
+    };
+    if given.len() != targets.len() {
+        return invalid(format!("input `{name}` has {} elements for {} axes", given.len(), targets.len()));
+    }
+    let full = if slot == SCALES {
+        let mut full = vec![1.0f32; rank];
+        for (&a, s) in targets.iter().zip(given.to_f32_vec()) {
+            full[a] = s;
+        }
+        Tensor::from_f32(&[rank], full)
+    } else {
+        let mut full = Vec::with_capacity(rank);
+        for (i, d) in input.shape.iter().enumerate() {
+            match (targets.iter().position(|&a| a == i), d) {
+                (Some(k), _) => full.push(given.to_i64_vec()[k]),
+                (None, Dim::Known(n)) => full.push(*n as i64),
+                (None, _) => {
+                    return unsupported(format!(
+                        "attribute `axes` with `sizes` needs the other dims known; input dim {i} is dynamic"
+                    ))
+                }
+            }
+        }
+        Tensor::from_i64(&[rank], full)
+    }
+    .map_err(|e| crate::front::onnx::ConvertError::Invalid(e.to_string()))?;
+    let v = ctx.add_const(name, full);
+    ctx.set_input(slot, Some(v));
+    Ok(())
+}
