@@ -221,9 +221,10 @@ fn run_data_set(model: &ModelProto, dir: &Path, set: &Path) -> Result<(), Status
 }
 
 /// Valid models that use what d2nnc does not support are `unsupported`; anything else is a failure.
+/// A model with one unsupported node is out of scope as a whole, whatever else it holds.
 fn classify(e: LoadError) -> Status {
     let unsupported = match &e {
-        LoadError::Nodes(issues) => issues.iter().all(|i| {
+        LoadError::Nodes(issues) => issues.iter().any(|i| {
             i.reason.starts_with("unsupported")
                 || i.reason.starts_with("operator not supported")
                 || i.reason.starts_with("operators of domain")
