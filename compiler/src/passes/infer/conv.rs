@@ -290,3 +290,115 @@ fn layer_norm(ctx: &InferCtx, axis: i64) -> Result<TensorType, InferError> {
     }
     Ok(x.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::infer_node;
+    use crate::ir::{ConvAttrs, ConvTransposeAttrs, Dim, Graph, Op, Padding, PoolAttrs, PoolKind, Symbol, TensorType};
+    use d2nn_runtime::{DType, Tensor};
+
+    /// The inferred output type of `op` applied to an input of `x_shape` and constant operands.
+    fn infer(op: Op, x_shape: Vec<Dim>, consts: Vec<Tensor>) -> Result<Vec<Dim>, String> {
+        let mut g = Graph::new("t");
+        let n = g.symbol("N");
+        assert_eq!(n, Symbol(0));
+        let x = g.add_input("x", TensorType::new(DType::F32, x_shape));
+        let mut inputs = vec![Some(x)];
+        for (i, c) in consts.into_iter().enumerate() {
+            inputs.push(Some(g.add_const(&format!("c{i}"), c)));
+        }
+        let root = g.root;
+        let node = g.add_node(root, "n", op, inputs, vec![("y".into(), TensorType::scalar(DType::F32))]);
+        infer_node(&g, node).map(|mut t| t.remove(0).shape).map_err(|e| e.reason)
+    }
+
+    const N: Dim = Dim::Sym { sym: Symbol(0), factor: 1 };
+
+    fn k(n: usize) -> Dim {
+        Dim::Known(n)
+    }
+
+    fn weight(shape: &[usize]) -> Tensor {
+        Tensor::zeros(DType::F32, shape)
+    }
+
+    fn conv(kernel: usize, stride: usize, pads: usize, padding: Option<Padding>) -> ConvAttrs {
+        ConvAttrs {
+            kernel: vec![kernel; 2],
+            strides: vec![stride; 2],
+            dilations: vec![1; 2],
+            padding: padding.unwrap_or(Padding::Explicit(vec![pads; 4])),
+            group: 1,
+        }
+    }
+
+    #[test]
+    fn conv_keeps_the_symbolic_batch_and_same_size_symbolic_spatial_dims() {
+        let h = Dim::Sym { sym: Symbol(0), factor: 4 };
+        let out = infer(Op::Conv(conv(3, 1, 1, None)), vec![N, k(3), h, k(9)], vec![weight(&[8, 3, 3, 3])]).unwrap();
+        assert_eq!(out, vec![N, k(8), h, k(9)]);
+        // A stride-2 window over a symbolic size cannot be expressed: unknown.
+        let out = infer(Op::Conv(conv(3, 2, 1, None)), vec![N, k(3), h, k(9)], vec![weight(&[8, 3, 3, 3])]).unwrap();
+        assert_eq!(out, vec![N, k(8), Dim::Unknown, k(5)]);
+        // SAME with a stride dividing the symbol's factor stays symbolic.
+        let out = infer(Op::Conv(conv(3, 2, 0, Some(Padding::SameUpper))), vec![N, k(3), h, k(9)], vec![weight(&[8, 3, 3, 3])]).unwrap();
+        assert_eq!(out, vec![N, k(8), Dim::Sym { sym: Symbol(0), factor: 2 }, k(5)]);
+    }
+
+    #[test]
+    fn conv_channel_mismatch_is_reported() {
+        let err = infer(Op::Conv(conv(3, 1, 1, None)), vec![N, k(4), k(5), k(5)], vec![weight(&[8, 3, 3, 3])]).unwrap_err();
+        assert!(err.contains("channels"), "{err}");
+        let err = infer(Op::Conv(conv(3, 1, 1, None)), vec![N, k(3), k(5)], vec![weight(&[8, 3, 3, 3])]).unwrap_err();
+        assert!(err.contains("rank 3, expected 4"), "{err}");
+    }
+
+    #[test]
+    fn pool_ceil_mode_output_size() {
+        let attrs = PoolAttrs {
+            kernel: vec![3, 3],
+            strides: vec![3, 3],
+            dilations: vec![1, 1],
+            padding: Padding::Explicit(vec![1; 4]),
+            ceil_mode: true,
+        };
+        let out = infer(Op::Pool { kind: PoolKind::Max, attrs }, vec![N, k(3), k(2), k(6)], vec![]).unwrap();
+        // Height: the second ceil window would start in the end padding.
+        // Width: ceil((8-3)/3)+1 = 3, the third window starting at 6 < 6 + 1.
+        assert_eq!(out, vec![N, k(3), k(1), k(3)]);
+    }
+
+    #[test]
+    fn conv_transpose_scales_symbolic_dims_when_the_pads_cancel() {
+        let c = ConvAttrs {
+            kernel: vec![4],
+            strides: vec![2],
+            dilations: vec![1],
+            padding: Padding::Explicit(vec![1, 1]),
+            group: 2,
+        };
+        let attrs = ConvTransposeAttrs { conv: c.clone(), output_padding: vec![0], output_shape: None };
+        let l = Dim::Sym { sym: Symbol(0), factor: 3 };
+        // 2·(L-1) + 4 - 2 = 2L; output channels = 3 per group × 2 groups.
+        let out = infer(Op::ConvTranspose(attrs), vec![N, k(4), l], vec![weight(&[4, 3, 4])]).unwrap();
+        assert_eq!(out, vec![N, k(6), Dim::Sym { sym: Symbol(0), factor: 6 }]);
+        let attrs = ConvTransposeAttrs { conv: c, output_padding: vec![1], output_shape: None };
+        let out = infer(Op::ConvTranspose(attrs), vec![N, k(4), k(5)], vec![weight(&[4, 3, 4])]).unwrap();
+        assert_eq!(out, vec![N, k(6), k(11)]);
+    }
+
+    #[test]
+    fn layer_norm_scale_must_broadcast_onto_the_normalised_dims() {
+        let op = Op::LayerNorm { axis: -2, epsilon: 1e-5 };
+        let ok = infer(op.clone(), vec![N, k(4), k(5)], vec![weight(&[5])]).unwrap();
+        assert_eq!(ok, vec![N, k(4), k(5)]);
+        let err = infer(op, vec![N, k(4), k(5)], vec![weight(&[3, 4, 5])]).unwrap_err();
+        assert!(err.contains("does not broadcast"), "{err}");
+    }
+
+    #[test]
+    fn softmax_axis_out_of_range_is_reported() {
+        let err = infer(Op::Softmax { axis: 3, log: false, coerce_2d: false }, vec![N, k(4), k(5)], vec![]).unwrap_err();
+        assert!(err.contains("axis 3"), "{err}");
+    }
+}
