@@ -88,24 +88,40 @@ struct AxisWindow {
     kernel: usize,
     stride: usize,
     dilation: usize,
-    pad_begin: usize,
+    /// Negative only for pooling with `SAME_*` and a kernel smaller than the
+    /// stride, where the windows shift into the input (see [`SameRule::Pool`]).
+    pad_begin: i64,
     pad_end: usize,
 }
 
 impl AxisWindow {
     /// Where kernel tap `k` of output `o` falls, in input coordinates (may be negative).
     fn position(&self, o: usize, k: usize) -> i64 {
-        (o * self.stride + k * self.dilation) as i64 - self.pad_begin as i64
+        (o * self.stride + k * self.dilation) as i64 - self.pad_begin
     }
+}
+
+/// How `SAME_*` padding is sized; the output is `ceil(in / stride)` either way.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum SameRule {
+    /// Conv: just enough for the dilated kernel, never negative (ONNX reference
+    /// and ONNX Runtime agree).
+    Conv,
+    /// Pooling: `(out-1)·stride + kernel - in` with the undilated kernel, as
+    /// both the ONNX reference and ONNX Runtime compute it. Taps a dilated
+    /// window puts past the end padding are ignored, like ceil-mode overhang.
+    /// When the kernel is smaller than the stride this is negative and, as in
+    /// ONNX Runtime, shifts the windows into the input (halves truncated toward 0).
+    Pool,
 }
 
 /// Resolves pads and output sizes of every spatial axis.
 ///
-/// `SAME_*`: output `ceil(in / stride)`, with just enough total padding for
-/// the dilated kernel, the odd element at the end (upper) or beginning
-/// (lower). Explicit: `(in + pads - dilated_kernel) / stride + 1`, rounded up
-/// in ceil mode unless that last window would start past the begin padding
-/// and the input, i.e. entirely in the end padding.
+/// `SAME_*`: output `ceil(in / stride)`, the total padding per [`SameRule`],
+/// the odd element at the end (upper) or beginning (lower). Explicit:
+/// `(in + pads - dilated_kernel) / stride + 1`, rounded up in ceil mode unless
+/// that last window would start past the begin padding and the input, i.e.
+/// entirely in the end padding.
 fn window_axes(
     input: &[usize],
     kernel: &[usize],
@@ -113,6 +129,7 @@ fn window_axes(
     dilations: &[usize],
     padding: &Padding,
     ceil_mode: bool,
+    same_rule: SameRule,
 ) -> Result<Vec<AxisWindow>, String> {
     let spatial = kernel.len();
     if input.len() != spatial || strides.len() != spatial || dilations.len() != spatial {
@@ -128,9 +145,13 @@ fn window_axes(
             let (output, pad_begin, pad_end) = match padding {
                 Padding::SameUpper | Padding::SameLower => {
                     let output = n.div_ceil(s);
-                    let total = (output.saturating_sub(1) * s + reach).saturating_sub(n);
-                    let begin = if *padding == Padding::SameUpper { total / 2 } else { total - total / 2 };
-                    (output, begin, total - begin)
+                    let covered = output.saturating_sub(1) as i64 * s as i64 - n as i64;
+                    let total = match same_rule {
+                        SameRule::Conv => (covered + reach as i64).max(0),
+                        SameRule::Pool => covered + k as i64,
+                    };
+                    let begin = if *padding == Padding::SameUpper { total / 2 } else { (total + 1) / 2 };
+                    (output, begin, (total - begin).max(0) as usize)
                 }
                 Padding::Explicit(pads) => {
                     let (begin, end) = match (pads.get(axis), pads.get(spatial + axis)) {
@@ -146,7 +167,7 @@ fn window_axes(
                     if ceil_mode && (output - 1) * s >= n + begin {
                         output -= 1;
                     }
-                    (output, begin, end)
+                    (output, begin as i64, end)
                 }
             };
             Ok(AxisWindow { input: n, output, kernel: k, stride: s, dilation: d, pad_begin, pad_end })

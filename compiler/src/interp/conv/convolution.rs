@@ -1,7 +1,7 @@
 //! Conv and ConvTranspose, grouped, dilated and strided, for any number of
 //! spatial axes, written as direct sums over the kernel.
 
-use super::{f32_input, indices, row_major, strides, tensor, window_axes, EvalCtx};
+use super::{f32_input, indices, row_major, strides, tensor, window_axes, EvalCtx, SameRule};
 use crate::ir::{ConvAttrs, ConvTransposeAttrs, Padding};
 use d2nn_runtime::Tensor;
 
@@ -43,7 +43,7 @@ pub(super) fn conv(ctx: &EvalCtx, a: &ConvAttrs) -> Result<Tensor, String> {
             "{in_channels} input channels and {out_channels} output channels do not fit {group} groups of {group_in_channels} input channels"
         ));
     }
-    let axes = window_axes(in_spatial, &a.kernel, &a.strides, &a.dilations, &a.padding, false)?;
+    let axes = window_axes(in_spatial, &a.kernel, &a.strides, &a.dilations, &a.padding, false, SameRule::Conv)?;
     let out_spatial: Vec<usize> = axes.iter().map(|w| w.output).collect();
     let bias = bias(ctx, out_channels)?;
     let (xs, ws) = (row_major(x), row_major(w));

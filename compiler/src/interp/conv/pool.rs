@@ -7,7 +7,7 @@
 //! ones when `count_include_pad` is set; overhanging taps never count. This is
 //! the ONNX reference (`op_pool_common.py`) rule.
 
-use super::{indices, row_major, strides, tensor, window_axes, AxisWindow};
+use super::{indices, row_major, strides, tensor, window_axes, AxisWindow, SameRule};
 use crate::ir::{PoolAttrs, PoolKind};
 use d2nn_runtime::Tensor;
 use ndarray::ArrayD;
@@ -46,7 +46,7 @@ pub(super) fn pool(x: &ArrayD<f32>, kind: PoolKind, a: &PoolAttrs) -> Result<Ten
         return Err(format!("input has rank {}, expected {} for a {spatial}-D kernel", x.ndim(), spatial + 2));
     }
     let (batch, channels, in_spatial) = (x.shape()[0], x.shape()[1], &x.shape()[2..]);
-    let axes = window_axes(in_spatial, &a.kernel, &a.strides, &a.dilations, &a.padding, a.ceil_mode)?;
+    let axes = window_axes(in_spatial, &a.kernel, &a.strides, &a.dilations, &a.padding, a.ceil_mode, SameRule::Pool)?;
     let out_spatial: Vec<usize> = axes.iter().map(|w| w.output).collect();
     let plane_strides = strides(in_spatial);
     let plane: usize = in_spatial.iter().product();

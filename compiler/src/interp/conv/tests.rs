@@ -1,7 +1,7 @@
 //! Tests of the conv-family kernels: window geometry edge cases, pooling
 //! divisors, legacy softmax, and Conv/ConvTranspose adjointness.
 
-use super::{norm, pool, window_axes};
+use super::{norm, pool, window_axes, SameRule};
 use crate::ir::{ConvAttrs, ConvTransposeAttrs, Graph, Op, Padding, PoolAttrs, PoolKind, TensorType};
 use crate::passes::infer::infer_node;
 use d2nn_runtime::Tensor;
@@ -31,10 +31,10 @@ fn pool_1d(kernel: usize, stride: usize, pads: [usize; 2], ceil_mode: bool) -> P
 #[test]
 fn ceil_mode_drops_a_last_window_that_starts_in_the_end_padding() {
     // in 2, kernel 3, stride 3, pads 1+1: ceil((4-3)/3)+1 = 2 windows, but the second starts at 3 ≥ 2 + 1.
-    let axes = window_axes(&[2], &[3], &[3], &[1], &Padding::Explicit(vec![1, 1]), true).unwrap();
+    let axes = window_axes(&[2], &[3], &[3], &[1], &Padding::Explicit(vec![1, 1]), true, SameRule::Pool).unwrap();
     assert_eq!(axes[0].output, 1);
     // in 4, kernel 3, stride 2, no pads: the ceil window starting at 2 is kept.
-    let axes = window_axes(&[4], &[3], &[2], &[1], &Padding::Explicit(vec![0, 0]), true).unwrap();
+    let axes = window_axes(&[4], &[3], &[2], &[1], &Padding::Explicit(vec![0, 0]), true, SameRule::Pool).unwrap();
     assert_eq!(axes[0].output, 2);
 }
 
@@ -42,17 +42,28 @@ fn ceil_mode_drops_a_last_window_that_starts_in_the_end_padding() {
 fn same_padding_puts_the_odd_pad_at_the_end_or_beginning() {
     for (padding, begin, end) in [(Padding::SameUpper, 0, 1), (Padding::SameLower, 1, 0)] {
         // in 5, kernel 2, stride 1: output 5 needs one pad.
-        let axes = window_axes(&[5], &[2], &[1], &[1], &padding, false).unwrap();
+        let axes = window_axes(&[5], &[2], &[1], &[1], &padding, false, SameRule::Conv).unwrap();
         assert_eq!((axes[0].output, axes[0].pad_begin, axes[0].pad_end), (5, begin, end));
     }
     // Dilation widens the window the padding must cover: reach 5 → 4 pads.
-    let axes = window_axes(&[6], &[3], &[2], &[2], &Padding::SameUpper, false).unwrap();
+    let axes = window_axes(&[6], &[3], &[2], &[2], &Padding::SameUpper, false, SameRule::Conv).unwrap();
     assert_eq!((axes[0].output, axes[0].pad_begin, axes[0].pad_end), (3, 1, 2));
 }
 
 #[test]
+fn pooling_same_pads_ignore_dilation_and_may_shift_windows_inward() {
+    // Undilated kernel 3, stride 1 → 2 pads, though the dilated window spans 5.
+    let axes = window_axes(&[6], &[3], &[1], &[2], &Padding::SameUpper, false, SameRule::Pool).unwrap();
+    assert_eq!((axes[0].output, axes[0].pad_begin, axes[0].pad_end), (6, 1, 1));
+    // Kernel 1 < stride 3 over 3 elements: total -2, the single window reads the middle element.
+    let x = array(&[1, 1, 3], vec![1.0, 2.0, 3.0]);
+    let attrs = PoolAttrs { padding: Padding::SameUpper, ..pool_1d(1, 3, [0, 0], false) };
+    assert_close(&values(&pool::pool(&x, PoolKind::Max, &attrs).unwrap()), &[2.0]);
+}
+
+#[test]
 fn window_larger_than_padded_input_is_an_error() {
-    let err = window_axes(&[2], &[3], &[1], &[2], &Padding::Explicit(vec![0, 0]), false).unwrap_err();
+    let err = window_axes(&[2], &[3], &[1], &[2], &Padding::Explicit(vec![0, 0]), false, SameRule::Conv).unwrap_err();
     assert!(err.contains("window spans 5"), "{err}");
 }
 
