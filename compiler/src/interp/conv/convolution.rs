@@ -38,7 +38,7 @@ pub(super) fn conv(ctx: &EvalCtx, a: &ConvAttrs) -> Result<Tensor, String> {
         return Err(format!("weight spatial dims {kernel:?} differ from kernel_shape {:?}", a.kernel));
     }
     let group = a.group;
-    if group == 0 || group_in_channels * group != in_channels || out_channels % group != 0 {
+    if group == 0 || group_in_channels.checked_mul(group) != Some(in_channels) || out_channels % group != 0 {
         return Err(format!(
             "{in_channels} input channels and {out_channels} output channels do not fit {group} groups of {group_in_channels} input channels"
         ));
@@ -108,6 +108,9 @@ pub(super) fn transpose_axes(in_spatial: &[usize], a: &ConvTransposeAttrs) -> Re
         || a.output_shape.as_ref().is_some_and(|s| s.len() != spatial)
     {
         return Err(format!("the input has {} spatial axes but the attributes describe {spatial}", in_spatial.len()));
+    }
+    if c.kernel.contains(&0) || c.strides.contains(&0) || c.dilations.contains(&0) {
+        return Err("kernel, strides and dilations must be positive".into());
     }
     (0..spatial)
         .map(|axis| {

@@ -225,3 +225,39 @@ proptest! {
         prop_assert!((lhs - rhs).abs() <= 1e-4 * (1.0 + lhs.abs()), "{} vs {}", lhs, rhs);
     }
 }
+
+fn padding_strategy() -> impl Strategy<Value = Option<Padding>> {
+    prop_oneof![Just(None), Just(Some(Padding::SameUpper)), Just(Some(Padding::SameLower))]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Whatever the window attributes, inference and the kernel agree: either
+    /// inference rejects the node, or the kernel runs and its result has the
+    /// inferred shape (the interpreter checks that after every node).
+    #[test]
+    fn pool_and_conv_geometry_agree_with_inference(
+        size in prop::collection::vec(1usize..=6, 2),
+        kernel in prop::collection::vec(1usize..=4, 2),
+        stride in prop::collection::vec(1usize..=3, 2),
+        dilation in prop::collection::vec(1usize..=3, 2),
+        pads in prop::collection::vec(0usize..=3, 4),
+        same in padding_strategy(),
+        ceil_mode in any::<bool>(),
+        average in any::<bool>(),
+    ) {
+        let padding = same.unwrap_or(Padding::Explicit(pads));
+        let x = Tensor::from_f32(&[1, 2, size[0], size[1]], (0..2 * size[0] * size[1]).map(|i| i as f32).collect()).unwrap();
+        let kind = if average { PoolKind::Average { count_include_pad: ceil_mode } } else { PoolKind::Max };
+        let attrs = PoolAttrs { kernel: kernel.clone(), strides: stride.clone(), dilations: dilation.clone(), padding: padding.clone(), ceil_mode };
+        if let Err(e) = run(Op::Pool { kind, attrs }, x.clone(), vec![]) {
+            prop_assert!(e.contains("window spans"), "{}", e);
+        }
+        let w = Tensor::from_f32(&[3, 2, kernel[0], kernel[1]], vec![0.5; 6 * kernel[0] * kernel[1]]).unwrap();
+        let conv = ConvAttrs { kernel, strides: stride, dilations: dilation, padding, group: 1 };
+        if let Err(e) = run(Op::Conv(conv), x, vec![w]) {
+            prop_assert!(e.contains("window spans"), "{}", e);
+        }
+    }
+}

@@ -98,6 +98,11 @@ pub(super) fn register(reg: &mut Registry) {
 
 // ── window geometry ──
 
+/// Largest accepted kernel size, stride, dilation or pad. Far beyond any real
+/// model, and small enough that the window arithmetic on dims up to 2^34
+/// cannot overflow.
+const MAX_WINDOW_ATTR: i64 = 1 << 24;
+
 /// A list attribute of one non-negative (or positive) entry per spatial axis,
 /// or `default` repeated when absent.
 fn per_axis(ctx: &ConvertCtx, name: &str, spatial: usize, default: usize, min: i64) -> ConvertResult<Vec<usize>> {
@@ -110,8 +115,10 @@ fn per_axis(ctx: &ConvertCtx, name: &str, spatial: usize, default: usize, min: i
         .map(|&v| {
             if v < min {
                 invalid(format!("attribute `{name}` = {values:?} must hold values ≥ {min}"))
+            } else if v > MAX_WINDOW_ATTR {
+                unsupported(format!("attribute `{name}` = {values:?} is not supported: values above {MAX_WINDOW_ATTR} are absurd"))
             } else {
-                usize::try_from(v).or_else(|_| invalid(format!("attribute `{name}` = {values:?} is out of range")))
+                Ok(v as usize)
             }
         })
         .collect()
@@ -135,6 +142,9 @@ fn padding(ctx: &ConvertCtx, spatial: usize) -> ConvertResult<Padding> {
     if pads.iter().any(|&p| p < 0) {
         return unsupported(format!("attribute `pads` = {pads:?} is not supported: negative pads (cropping) are not implemented"));
     }
+    if pads.iter().any(|&p| p > MAX_WINDOW_ATTR) {
+        return unsupported(format!("attribute `pads` = {pads:?} is not supported: values above {MAX_WINDOW_ATTR} are absurd"));
+    }
     Ok(Padding::Explicit(pads.iter().map(|&p| p as usize).collect()))
 }
 
@@ -143,10 +153,7 @@ fn padding(ctx: &ConvertCtx, spatial: usize) -> ConvertResult<Padding> {
 fn conv_kernel(ctx: &ConvertCtx) -> ConvertResult<Vec<usize>> {
     let weight_dims: Option<Vec<Dim>> = ctx.input_type(1).map(|t| t.shape.iter().skip(2).copied().collect());
     if let Some(kernel) = ctx.attr_ints("kernel_shape")? {
-        if kernel.is_empty() || kernel.iter().any(|&k| k < 1) {
-            return invalid(format!("attribute `kernel_shape` = {kernel:?} must hold positive sizes"));
-        }
-        let kernel: Vec<usize> = kernel.iter().map(|&k| k as usize).collect();
+        let kernel = kernel_sizes(&kernel)?;
         if let Some(dims) = &weight_dims {
             // A rank mismatch is inference's to report, with the weight's full type.
             let agrees = dims.len() != kernel.len() || dims.iter().zip(&kernel).all(|(d, &k)| d.known().is_none_or(|n| n == k));
@@ -157,9 +164,25 @@ fn conv_kernel(ctx: &ConvertCtx) -> ConvertResult<Vec<usize>> {
         return Ok(kernel);
     }
     match weight_dims.map(|dims| dims.iter().map(|d| d.known()).collect::<Option<Vec<usize>>>()) {
-        Some(Some(kernel)) if !kernel.is_empty() => Ok(kernel),
+        Some(Some(kernel)) if !kernel.is_empty() => {
+            if kernel.contains(&0) {
+                return invalid(format!("the weight's spatial dims {kernel:?} include an empty axis"));
+            }
+            Ok(kernel)
+        }
         _ => unsupported("`kernel_shape` is absent and the weight's spatial dims are not static; give `kernel_shape` or a constant weight"),
     }
+}
+
+/// Validates a `kernel_shape` attribute.
+fn kernel_sizes(kernel: &[i64]) -> ConvertResult<Vec<usize>> {
+    if kernel.is_empty() || kernel.iter().any(|&k| k < 1) {
+        return invalid(format!("attribute `kernel_shape` = {kernel:?} must hold positive sizes"));
+    }
+    if kernel.iter().any(|&k| k > MAX_WINDOW_ATTR) {
+        return unsupported(format!("attribute `kernel_shape` = {kernel:?} is not supported: sizes above {MAX_WINDOW_ATTR} are absurd"));
+    }
+    Ok(kernel.iter().map(|&k| k as usize).collect())
 }
 
 fn conv_attrs(ctx: &ConvertCtx) -> ConvertResult<ConvAttrs> {
@@ -168,6 +191,9 @@ fn conv_attrs(ctx: &ConvertCtx) -> ConvertResult<ConvAttrs> {
     let group = ctx.attr_int_or("group", 1)?;
     if group < 1 {
         return invalid(format!("attribute `group` = {group} must be positive"));
+    }
+    if group > MAX_WINDOW_ATTR {
+        return unsupported(format!("attribute `group` = {group} is not supported: more than {MAX_WINDOW_ATTR} groups is absurd"));
     }
     Ok(ConvAttrs {
         strides: per_axis(ctx, "strides", spatial, 1, 1)?,
@@ -206,6 +232,9 @@ fn convert_conv_transpose(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
             if spatial_part.iter().any(|&d| d < 0) {
                 return invalid(format!("attribute `output_shape` = {shape:?} has a negative size"));
             }
+            if spatial_part.iter().any(|&d| d as u64 > crate::front::onnx::tensor::MAX_ELEMENTS) {
+                return unsupported(format!("attribute `output_shape` = {shape:?} is not supported: absurd size"));
+            }
             Some(spatial_part.iter().map(|&d| d as usize).collect())
         }
     };
@@ -213,17 +242,14 @@ fn convert_conv_transpose(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
 }
 
 fn pool_attrs(ctx: &ConvertCtx) -> ConvertResult<PoolAttrs> {
-    let kernel = ctx.require("kernel_shape", ctx.attr_ints("kernel_shape"))?;
-    if kernel.is_empty() || kernel.iter().any(|&k| k < 1) {
-        return invalid(format!("attribute `kernel_shape` = {kernel:?} must hold positive sizes"));
-    }
+    let kernel = kernel_sizes(&ctx.require("kernel_shape", ctx.attr_ints("kernel_shape"))?)?;
     let spatial = kernel.len();
     let ceil_mode = ctx.attr_int_or("ceil_mode", 0)?;
     if !(0..=1).contains(&ceil_mode) {
         return invalid(format!("attribute `ceil_mode` = {ceil_mode} must be 0 or 1"));
     }
     Ok(PoolAttrs {
-        kernel: kernel.iter().map(|&k| k as usize).collect(),
+        kernel,
         strides: per_axis(ctx, "strides", spatial, 1, 1)?,
         dilations: per_axis(ctx, "dilations", spatial, 1, 1)?,
         padding: padding(ctx, spatial)?,
