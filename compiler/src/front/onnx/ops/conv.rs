@@ -6,17 +6,23 @@
 
 use crate::front::onnx::ctx::ConvertCtx;
 use crate::front::onnx::error::{invalid, unsupported, ConvertResult};
-use crate::front::onnx::registry::{OpDef, Registry, MAX_OPSET, MIN_OPSET};
+use crate::front::onnx::registry::{OpDef, Registry, MAX_OPSET};
 use crate::ir::{ConvAttrs, ConvTransposeAttrs, Dim, Op, Padding, PoolAttrs, PoolKind};
 
 #[cfg(test)]
 mod tests;
 
+/// Every op here except LayerNormalization keeps its semantics from opset 1
+/// on (later versions added attributes with neutral defaults, or types); the
+/// few opset-1 attributes that were later removed (`consumed_inputs`) are
+/// reported as unsupported by the attribute check.
+const SINCE_OPSET_1: i64 = 1;
+
 pub(super) fn register(reg: &mut Registry) {
     let window = &["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"];
     reg.insert(OpDef {
         op_type: "Conv",
-        opsets: MIN_OPSET..=MAX_OPSET,
+        opsets: SINCE_OPSET_1..=MAX_OPSET,
         inputs: 2..=3,
         outputs: 1..=1,
         attrs: window,
@@ -24,7 +30,7 @@ pub(super) fn register(reg: &mut Registry) {
     });
     reg.insert(OpDef {
         op_type: "ConvTranspose",
-        opsets: MIN_OPSET..=MAX_OPSET,
+        opsets: SINCE_OPSET_1..=MAX_OPSET,
         inputs: 2..=3,
         outputs: 1..=1,
         attrs: &["auto_pad", "dilations", "group", "kernel_shape", "output_padding", "output_shape", "pads", "strides"],
@@ -32,7 +38,7 @@ pub(super) fn register(reg: &mut Registry) {
     });
     reg.insert(OpDef {
         op_type: "MaxPool",
-        opsets: MIN_OPSET..=MAX_OPSET,
+        opsets: SINCE_OPSET_1..=MAX_OPSET,
         inputs: 1..=1,
         // `Indices` is rejected by the converter with a reason.
         outputs: 1..=2,
@@ -41,7 +47,7 @@ pub(super) fn register(reg: &mut Registry) {
     });
     reg.insert(OpDef {
         op_type: "AveragePool",
-        opsets: MIN_OPSET..=MAX_OPSET,
+        opsets: SINCE_OPSET_1..=MAX_OPSET,
         inputs: 1..=1,
         outputs: 1..=1,
         attrs: &["auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides"],
@@ -51,21 +57,21 @@ pub(super) fn register(reg: &mut Registry) {
         ("GlobalAveragePool", convert_global_average_pool as fn(&mut ConvertCtx) -> ConvertResult<Op>),
         ("GlobalMaxPool", convert_global_max_pool),
     ] {
-        reg.insert(OpDef { op_type, opsets: MIN_OPSET..=MAX_OPSET, inputs: 1..=1, outputs: 1..=1, attrs: &[], convert });
+        reg.insert(OpDef { op_type, opsets: SINCE_OPSET_1..=MAX_OPSET, inputs: 1..=1, outputs: 1..=1, attrs: &[], convert });
     }
     reg.insert(OpDef {
         op_type: "BatchNormalization",
-        opsets: MIN_OPSET..=MAX_OPSET,
+        opsets: SINCE_OPSET_1..=MAX_OPSET,
         inputs: 5..=5,
         // Running/saved statistics outputs (up to 4 before opset 14) are
         // rejected by the converter with a reason.
         outputs: 1..=5,
-        attrs: &["epsilon", "momentum", "spatial", "training_mode"],
+        attrs: &["epsilon", "is_test", "momentum", "spatial", "training_mode"],
         convert: convert_batch_norm,
     });
     reg.insert(OpDef {
         op_type: "LRN",
-        opsets: MIN_OPSET..=MAX_OPSET,
+        opsets: SINCE_OPSET_1..=MAX_OPSET,
         inputs: 1..=1,
         outputs: 1..=1,
         attrs: &["alpha", "beta", "bias", "size"],
@@ -75,7 +81,7 @@ pub(super) fn register(reg: &mut Registry) {
         ("Softmax", convert_softmax as fn(&mut ConvertCtx) -> ConvertResult<Op>),
         ("LogSoftmax", convert_log_softmax),
     ] {
-        reg.insert(OpDef { op_type, opsets: MIN_OPSET..=MAX_OPSET, inputs: 1..=1, outputs: 1..=1, attrs: &["axis"], convert });
+        reg.insert(OpDef { op_type, opsets: SINCE_OPSET_1..=MAX_OPSET, inputs: 1..=1, outputs: 1..=1, attrs: &["axis"], convert });
     }
     reg.insert(OpDef {
         op_type: "LayerNormalization",
@@ -88,7 +94,7 @@ pub(super) fn register(reg: &mut Registry) {
     });
     reg.insert(OpDef {
         op_type: "InstanceNormalization",
-        opsets: MIN_OPSET..=MAX_OPSET,
+        opsets: SINCE_OPSET_1..=MAX_OPSET,
         inputs: 3..=3,
         outputs: 1..=1,
         attrs: &["epsilon"],
@@ -299,6 +305,17 @@ fn epsilon(ctx: &ConvertCtx, default: f32) -> ConvertResult<f32> {
 
 fn convert_batch_norm(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
     // `momentum` only updates running statistics during training: ignored.
+    if ctx.opset < 7 {
+        // Before opset 7 the default (is_test = 0) is training mode.
+        let is_test = ctx.attr_int_or("is_test", 0)?;
+        if is_test == 0 {
+            return unsupported(
+                "attribute `is_test` = 0 (the default before opset 7) is not supported: only inference-mode batch normalisation (is_test = 1) is compiled",
+            );
+        }
+    } else if ctx.has_attr("is_test") {
+        return invalid(format!("attribute `is_test` was removed in opset 7 (this model uses opset {})", ctx.opset));
+    }
     if ctx.opset <= 8 {
         let spatial = ctx.attr_int_or("spatial", 1)?;
         if spatial != 1 {

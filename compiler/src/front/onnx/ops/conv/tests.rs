@@ -158,6 +158,8 @@ fn rejected_attribute_values_say_why() {
         (model(15, "BatchNormalization", &[1, 2, 3], stats(), &[("training_mode", Attr::Int(1))], &["y"]), "`training_mode` = 1"),
         (model(15, "BatchNormalization", &[1, 2, 3], stats(), &[], &["y", "mean", "var"]), "only exist for training"),
         (model(9, "BatchNormalization", &[1, 2, 3], stats(), &[("spatial", Attr::Int(1))], &["y"]), "removed in opset 9"),
+        (model(6, "BatchNormalization", &[1, 2, 3], stats(), &[], &["y"]), "`is_test` = 0"),
+        (model(5, "BatchNormalization", &[1, 2, 3], stats(), &[("consumed_inputs", Attr::Ints(&[0, 0, 0, 1, 1]))], &["y"]), "`consumed_inputs` is not supported"),
         (
             model(17, "LayerNormalization", &[2, 3], vec![initializer("s", &[3], vec![1.0; 3])], &[("stash_type", Attr::Int(0))], &["y"]),
             "`stash_type` = 0 is not supported",
@@ -174,6 +176,13 @@ fn rejected_attribute_values_say_why() {
         let reason = unsupported_reason(&bytes);
         assert!(reason.contains(want), "expected {want:?} in {reason:?}");
     }
+}
+
+#[test]
+fn opset_6_batch_norm_in_test_mode_loads() {
+    let stats = (0..4).map(|i| initializer(&format!("s{i}"), &[2], vec![1.0, 1.0])).collect();
+    let (op, _) = load_op(&model(6, "BatchNormalization", &[1, 2, 3], stats, &[("is_test", Attr::Int(1))], &["y"])).unwrap();
+    assert_eq!(op, Op::BatchNorm { epsilon: 1e-5 });
 }
 
 #[test]
