@@ -211,8 +211,11 @@ pub enum Op {
     Where,
 
     // ── softmax and normalisation ──
-    /// Along one axis. `log` selects LogSoftmax. Inputs: X.
-    Softmax { axis: i64, log: bool },
+    /// Along one axis. `log` selects LogSoftmax. `coerce_2d` keeps the
+    /// opset < 13 meaning: `axis` and every axis after it are normalised
+    /// jointly (the input viewed as 2-D); the front end sets it only when that
+    /// differs from the single-axis form. Inputs: X.
+    Softmax { axis: i64, log: bool, coerce_2d: bool },
     /// Inputs: X, scale, bias?.
     LayerNorm { axis: i64, epsilon: f32 },
     /// Inputs: X, scale, bias.
@@ -355,7 +358,8 @@ impl Op {
             Op::Gemm { alpha, beta, trans_a, trans_b } => {
                 format!("alpha: {alpha:?}, beta: {beta:?}, trans_a: {trans_a}, trans_b: {trans_b}")
             }
-            Op::Softmax { axis, .. } => format!("axis: {axis}"),
+            Op::Softmax { axis, coerce_2d: false, .. } => format!("axis: {axis}"),
+            Op::Softmax { axis, coerce_2d: true, .. } => format!("axis: {axis}, coerce_2d: true"),
             Op::LayerNorm { axis, epsilon } => format!("axis: {axis}, epsilon: {epsilon:?}"),
             Op::InstanceNorm { epsilon } => format!("epsilon: {epsilon:?}"),
             Op::Flatten { axis } => format!("axis: {axis}"),
