@@ -319,10 +319,8 @@ impl Builder<'_> {
         }
         if !def.outputs.contains(&n_out) {
             return Err(format!(
-                "uses {n_out} outputs, d2nnc supports {}–{} (only the first output{} may be used)",
-                def.outputs.start(),
-                def.outputs.end(),
-                if *def.outputs.end() == 1 { "" } else { "s" }
+                "uses {n_out} outputs; using more than {} is not supported",
+                def.outputs.end()
             ));
         }
         for a in &proto.attribute {
