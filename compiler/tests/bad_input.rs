@@ -218,3 +218,26 @@ fn wrong_input_shape_and_dtype_name_the_input() {
     let err = d2nnc::interp::run(&loaded.graph, &HashMap::new()).unwrap_err().to_string();
     assert_eq!(err, "input `x` was not provided");
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+        /// Corrupting bytes of a real model yields a model or an error, never a panic.
+        #[test]
+        fn corrupted_models_never_panic(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+                                        cut in any::<prop::sample::Index>()) {
+            let mut data = fixture_model();
+            for (at, byte) in flips {
+                let i = at.index(data.len());
+                data[i] = byte;
+            }
+            let keep = cut.index(data.len() + 1);
+            data.truncate(keep.max(data.len() / 2));
+            let _ = load_bytes(&data, None, "fuzzed.onnx");
+        }
+    }
+}

@@ -22,3 +22,30 @@ pub fn broadcast(shapes: &[&[usize]]) -> Result<Vec<usize>, String> {
     }
     Ok(out)
 }
+
+/// A view of `a` broadcast to `shape` under numpy rules.
+pub fn broadcast_to<'a, T>(a: &'a ndarray::ArrayD<T>, shape: &[usize]) -> Result<ndarray::ArrayViewD<'a, T>, String> {
+    a.broadcast(ndarray::IxDyn(shape)).ok_or_else(|| format!("shape {:?} cannot broadcast to {shape:?}", a.shape()))
+}
+
+/// `f` applied elementwise to two arrays broadcast together (numpy rules).
+pub fn zip_broadcast<A: Copy, B: Copy, R>(
+    a: &ndarray::ArrayD<A>,
+    b: &ndarray::ArrayD<B>,
+    f: impl Fn(A, B) -> R,
+) -> Result<ndarray::ArrayD<R>, String> {
+    try_zip_broadcast(a, b, |x, y| Ok(f(x, y)))
+}
+
+/// Like [`zip_broadcast`] for an `f` that can fail; the first failure wins.
+pub fn try_zip_broadcast<A: Copy, B: Copy, R>(
+    a: &ndarray::ArrayD<A>,
+    b: &ndarray::ArrayD<B>,
+    f: impl Fn(A, B) -> Result<R, String>,
+) -> Result<ndarray::ArrayD<R>, String> {
+    let shape = broadcast(&[a.shape(), b.shape()])?;
+    let (av, bv) = (broadcast_to(a, &shape)?, broadcast_to(b, &shape)?);
+    // Both views iterate in logical (row-major) order over the same shape.
+    let data = av.iter().zip(bv.iter()).map(|(&x, &y)| f(x, y)).collect::<Result<Vec<R>, String>>()?;
+    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), data).map_err(|e| e.to_string())
+}

@@ -86,10 +86,14 @@ fn default_opset(proto: &ModelProto) -> Result<i64, LoadError> {
             _ => {}
         }
     }
-    // IR v3 files without an opset import mean opset 1, which is too old anyway.
+    // Files without an opset import mean opset 1. Opsets below MIN_OPSET are
+    // not refused here: ops that never changed (Not, say) are still written
+    // with their opset-1 import, and each converter's own range decides.
     let opset = opset.unwrap_or(1);
-    if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
-        return Err(LoadError::Model(format!("opset {opset} is outside the supported range {MIN_OPSET}–{MAX_OPSET}")));
+    if !(1..=MAX_OPSET).contains(&opset) {
+        return Err(LoadError::Model(format!(
+            "opset {opset} is outside the supported range {MIN_OPSET}–{MAX_OPSET} (older opsets only for ops unchanged since)"
+        )));
     }
     Ok(opset)
 }
