@@ -6,9 +6,13 @@
 
 use crate::front::onnx::ctx::ConvertCtx;
 use crate::front::onnx::error::{invalid, ConvertResult};
-use crate::front::onnx::registry::{Converter, OpDef, Registry, MAX_OPSET, MIN_OPSET};
+use crate::front::onnx::registry::{Converter, OpDef, Registry, MAX_OPSET};
 use crate::ir::{Op, ReduceOp};
 use d2nn_runtime::Tensor;
+
+/// Reductions, arg-reductions and TopK kept their opset-1 semantics until the
+/// attribute-to-input moves handled below (opset 11 only added negative axes).
+const SINCE_OPSET_1: std::ops::RangeInclusive<i64> = 1..=MAX_OPSET;
 
 pub(super) fn register(reg: &mut Registry) {
     let reductions: [(&'static str, Converter); 6] = [
@@ -22,7 +26,7 @@ pub(super) fn register(reg: &mut Registry) {
     for (op_type, convert) in reductions {
         reg.insert(OpDef {
             op_type,
-            opsets: MIN_OPSET..=MAX_OPSET,
+            opsets: SINCE_OPSET_1,
             inputs: 1..=2,
             outputs: 1..=1,
             attrs: &["axes", "keepdims", "noop_with_empty_axes"],
@@ -32,7 +36,7 @@ pub(super) fn register(reg: &mut Registry) {
     for (op_type, max) in [("ArgMax", true), ("ArgMin", false)] {
         reg.insert(OpDef {
             op_type,
-            opsets: MIN_OPSET..=MAX_OPSET,
+            opsets: SINCE_OPSET_1,
             inputs: 1..=1,
             outputs: 1..=1,
             attrs: &["axis", "keepdims", "select_last_index"],
@@ -41,7 +45,7 @@ pub(super) fn register(reg: &mut Registry) {
     }
     reg.insert(OpDef {
         op_type: "TopK",
-        opsets: MIN_OPSET..=MAX_OPSET,
+        opsets: SINCE_OPSET_1,
         inputs: 1..=2,
         outputs: 1..=2,
         attrs: &["k", "axis", "largest", "sorted"],
