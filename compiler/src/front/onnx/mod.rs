@@ -24,6 +24,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use tensor::{dtype_from_onnx, tensor_from_proto};
 
+/// Newest ONNX IR version read.
+pub const MAX_IR_VERSION: i64 = 13;
+
 /// A loaded model: the graph plus what the file said about itself.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -52,8 +55,10 @@ pub fn load_bytes(bytes: &[u8], base_dir: Option<&Path>, origin: &str) -> Result
             LoadError::NoGraph
         });
     }
-    if !(3..=11).contains(&proto.ir_version) {
-        return Err(LoadError::Model(format!("IR version {} is outside the supported range 3–11", proto.ir_version)));
+    // IR versions after 10 only added element types and fields d2nnc rejects
+    // where they are used, so they are read too.
+    if !(3..=MAX_IR_VERSION).contains(&proto.ir_version) {
+        return Err(LoadError::Model(format!("IR version {} is outside the supported range 3–{MAX_IR_VERSION}", proto.ir_version)));
     }
     let opset = default_opset(&proto)?;
     let gproto = proto.graph.as_ref().expect("checked above");
