@@ -137,3 +137,46 @@ fn fold_into_gemm(graph: &mut Graph, gemm: NodeId, affine: &Affine, beta: f32, t
     let bias = graph.add_const(&format!("{name}.bias_bn"), Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[columns]), bias).ok()?));
     Some(vec![Some(a), Some(b), Some(bias)])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::TensorType;
+    use d2nn_runtime::DType;
+
+    /// `BatchNorm(Gemm(x, B, C))` with 3 output columns; returns the graph and the BN node.
+    fn gemm_bn(c: Option<(&[usize], Vec<f32>)>, constant_stats: bool) -> (Graph, NodeId) {
+        let mut g = Graph::new("t");
+        let x = g.add_input("x", TensorType::fixed(DType::F32, &[2, 2]));
+        let b = g.add_const("b", Tensor::from_f32(&[2, 3], vec![1.0; 6]).expect("shape"));
+        let c = c.map(|(shape, data)| g.add_const("c", Tensor::from_f32(shape, data).expect("shape")));
+        let ty = || vec![("y".to_string(), TensorType::fixed(DType::F32, &[2, 3]))];
+        let root = g.root;
+        let gemm = g.add_node(root, "fc", Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: false }, vec![Some(x), Some(b), c], ty());
+        let stat = |g: &mut Graph, name: &str| g.add_const(name, Tensor::from_f32(&[3], vec![1.0; 3]).expect("shape"));
+        let var = if constant_stats { stat(&mut g, "var") } else { g.add_input("var", TensorType::fixed(DType::F32, &[3])) };
+        let inputs = vec![Some(g.nodes[gemm].outputs[0]), Some(stat(&mut g, "scale")), Some(stat(&mut g, "bias")), Some(stat(&mut g, "mean")), Some(var)];
+        let bn = g.add_node(root, "bn", Op::BatchNorm { epsilon: 1e-5 }, inputs, ty());
+        g.regions[root].outputs = g.nodes[bn].outputs.clone();
+        (g, bn)
+    }
+
+    #[test]
+    fn gemm_bias_forms_that_are_one_per_column_fold() {
+        for c in [None, Some((&[][..], vec![2.0])), Some((&[1, 3][..], vec![1.0, 2.0, 3.0])), Some((&[3][..], vec![1.0, 2.0, 3.0]))] {
+            let (mut g, _) = gemm_bn(c, true);
+            assert_eq!(run(&mut g), 1);
+            assert_eq!(g.regions[g.root].nodes.len(), 1);
+        }
+    }
+
+    #[test]
+    fn per_row_bias_or_runtime_statistics_do_not_fold() {
+        let (mut g, bn) = gemm_bn(Some((&[2, 3], vec![0.0; 6])), true);
+        assert_eq!(run(&mut g), 0);
+        assert!(g.regions[g.root].nodes.contains(&bn));
+        let (mut g, bn) = gemm_bn(None, false);
+        assert_eq!(run(&mut g), 0);
+        assert!(g.regions[g.root].nodes.contains(&bn));
+    }
+}

@@ -3,7 +3,9 @@
 //! - A node whose operands are all constants, and whose outputs are small and
 //!   of known shape, is evaluated with the interpreter's kernels; its outputs
 //!   become constants (keeping their names) and the node is detached.
-//! - `Shape`/`Size` of a value whose relevant dims are all known become constants.
+//! - Integer results that symbolic shape arithmetic knows exactly become
+//!   constants: `Shape`/`Size` of values whose dims are known, and anything
+//!   computed from them, even when other dims of the input are symbolic.
 //! - `Reshape`/`Expand`/`ConstantOfShape` whose shape operand is known before
 //!   running (constants and symbolic shape arithmetic, see
 //!   [`symbolic`](super::infer::symbolic)) and whose output type is therefore
@@ -17,7 +19,7 @@
 use super::infer::{self, symbolic::sym_value};
 use super::{detach, node_regions, PassError};
 use crate::ir::{Dim, Graph, Node, NodeId, Op, TensorType, ValueDef, ValueId};
-use d2nn_runtime::Tensor;
+use d2nn_runtime::{DType, Tensor};
 use std::sync::Arc;
 
 /// Largest result (in elements, over all outputs of a node) folded into a constant.
@@ -98,7 +100,7 @@ fn fold_value(graph: &Graph, n: NodeId) -> Option<Vec<Tensor>> {
     if elements > MAX_FOLDED_ELEMENTS {
         return None;
     }
-    if let Some(known) = known_shape_query(graph, node) {
+    if let Some(known) = known_integer_value(graph, node) {
         return Some(vec![known]);
     }
     if !node.present_inputs().all(|v| graph.const_value(v).is_some()) {
@@ -114,17 +116,22 @@ fn fold_value(graph: &Graph, n: NodeId) -> Option<Vec<Tensor>> {
     fits.then_some(results)
 }
 
-/// `Shape` and `Size` answer from the static type when the dims they read are known.
-fn known_shape_query(graph: &Graph, node: &Node) -> Option<Tensor> {
-    let input = &graph.values[node.input(0)?].ty;
-    match node.op {
-        Op::Shape { start, end } => {
-            let (s, e) = infer::symbolic::shape_range(input.rank(), start, end);
-            let dims: Vec<i64> = input.shape[s..e].iter().map(|d| d.known().map(|d| d as i64)).collect::<Option<_>>()?;
-            Some(Tensor::vec_i64(dims))
-        }
-        Op::Size => Some(Tensor::scalar_i64(i64::try_from(input.volume().known()?).ok()?)),
-        _ => None,
+/// An integer or bool result that symbolic evaluation knows exactly: `Shape`
+/// and `Size` of values whose dims are known, and any arithmetic on them
+/// (`Gather(Shape(x), 1)` of a `[N, 24, 8, 8]` tensor is 24 for every `N`).
+fn known_integer_value(graph: &Graph, node: &Node) -> Option<Tensor> {
+    let [out] = node.outputs[..] else { return None };
+    let ty = &graph.values[out].ty;
+    if !(ty.dtype.is_int() || ty.dtype == DType::Bool) {
+        return None;
+    }
+    let shape = ty.known_shape()?;
+    let ints: Vec<i64> = sym_value(graph, out)?.into_iter().map(|s| s.int()).collect::<Option<_>>()?;
+    match ty.dtype {
+        DType::I64 => Tensor::from_i64(&shape, ints).ok(),
+        DType::I32 => Tensor::from_i32(&shape, ints.into_iter().map(i32::try_from).collect::<Result<_, _>>().ok()?).ok(),
+        DType::Bool => Tensor::from_bool(&shape, ints.into_iter().map(|v| v != 0).collect()).ok(),
+        DType::F32 => None,
     }
 }
 
@@ -183,4 +190,84 @@ fn inline_if(graph: &mut Graph, n: NodeId, taken: bool) {
         }
     }
     graph.regions[parent].nodes.splice(after..after, kept);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{RegionKind, UnaryOp};
+
+    fn add(g: &mut Graph, region: crate::ir::RegionId, name: &str, op: Op, inputs: Vec<ValueId>) -> ValueId {
+        let n = g.add_node(region, name, op, inputs.into_iter().map(Some).collect(), vec![(name.into(), TensorType::scalar(DType::F32))]);
+        let types = infer::infer_node(g, n).expect("infers");
+        let out = g.nodes[n].outputs[0];
+        g.values[out].ty = types[0].clone();
+        out
+    }
+
+    /// An `If` in `region` whose branches apply `then_op` / `else_op` to `x`.
+    fn if_node(g: &mut Graph, region: crate::ir::RegionId, name: &str, cond: ValueId, x: ValueId, ops: [Op; 2]) -> (NodeId, ValueId) {
+        let owner = g.nodes.alloc(Node { name: String::new(), op: Op::If, inputs: vec![], outputs: vec![], regions: vec![] });
+        let mut branches = Vec::new();
+        for (i, op) in ops.into_iter().enumerate() {
+            let r = g.add_region(RegionKind::IfBranch { node: owner, then_branch: i == 0 }, region);
+            let y = add(g, r, &format!("{name}.b{i}"), op, vec![x]);
+            g.regions[r].outputs = vec![y];
+            branches.push(r);
+        }
+        let n = g.add_node(region, name, Op::If, vec![Some(cond)], vec![(name.into(), TensorType::scalar(DType::F32))]);
+        g.nodes[n].regions = branches.clone();
+        for (i, r) in branches.into_iter().enumerate() {
+            g.regions[r].kind = RegionKind::IfBranch { node: n, then_branch: i == 0 };
+        }
+        let out = g.nodes[n].outputs[0];
+        g.values[out].ty = infer::infer_node(g, n).expect("infers")[0].clone();
+        (n, out)
+    }
+
+    #[test]
+    fn inlining_moves_nested_regions_to_the_new_parent() {
+        let mut g = Graph::new("nested");
+        let x = g.add_input("x", TensorType::fixed(DType::F32, &[2]));
+        let flag = g.add_input("flag", TensorType::scalar(DType::Bool));
+        let yes = g.add_const("yes", Tensor::from_bool(&[], vec![true]).expect("scalar"));
+        let root = g.root;
+        // Build the outer If by hand: its then branch holds an inner If on `flag`.
+        let owner = g.nodes.alloc(Node { name: String::new(), op: Op::If, inputs: vec![], outputs: vec![], regions: vec![] });
+        let then_r = g.add_region(RegionKind::IfBranch { node: owner, then_branch: true }, root);
+        let else_r = g.add_region(RegionKind::IfBranch { node: owner, then_branch: false }, root);
+        let (inner, inner_out) = if_node(&mut g, then_r, "inner", flag, x, [Op::Unary(UnaryOp::Relu), Op::Unary(UnaryOp::Abs)]);
+        g.regions[then_r].outputs = vec![inner_out];
+        let other = add(&mut g, else_r, "else_neg", Op::Unary(UnaryOp::Neg), vec![x]);
+        g.regions[else_r].outputs = vec![other];
+        let outer = g.add_node(root, "outer", Op::If, vec![Some(yes)], vec![("outer".into(), TensorType::scalar(DType::F32))]);
+        g.nodes[outer].regions = vec![then_r, else_r];
+        g.regions[then_r].kind = RegionKind::IfBranch { node: outer, then_branch: true };
+        g.regions[else_r].kind = RegionKind::IfBranch { node: outer, then_branch: false };
+        let outer_out = g.nodes[outer].outputs[0];
+        g.values[outer_out].ty = infer::infer_node(&g, outer).expect("infers")[0].clone();
+        let y = add(&mut g, root, "y", Op::Unary(UnaryOp::Exp), vec![outer_out]);
+        g.regions[root].outputs = vec![y];
+        crate::ir::verify::verify(&g).expect("test graph verifies");
+
+        assert_eq!(run(&mut g).expect("folds"), 1);
+        crate::ir::verify::verify(&g).expect("verifies after inlining");
+        assert_eq!(g.regions[root].nodes, vec![inner, g.regions[root].nodes[1]]);
+        for &r in &g.nodes[inner].regions {
+            assert_eq!(g.regions[r].parent, Some(root));
+        }
+        assert_eq!(g.nodes[g.regions[root].nodes[1]].input(0), Some(inner_out));
+    }
+
+    #[test]
+    fn a_kernel_error_on_constants_is_left_for_run_time() {
+        let mut g = Graph::new("undefined");
+        let empty = g.add_const("empty", Tensor::from_i64(&[0], vec![]).expect("empty"));
+        let root = g.root;
+        let op = Op::Reduce { op: crate::ir::ReduceOp::Mean, keepdims: false, noop_with_empty_axes: false };
+        let n = g.add_node(root, "mean", op, vec![Some(empty)], vec![("mean".into(), TensorType::scalar(DType::I64))]);
+        g.regions[root].outputs = g.nodes[n].outputs.clone();
+        assert_eq!(run(&mut g).expect("runs"), 0);
+        assert_eq!(g.regions[root].nodes, vec![n]);
+    }
 }
