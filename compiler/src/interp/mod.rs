@@ -78,6 +78,30 @@ pub fn run(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<Vec<Tensor
     graph.outputs().iter().map(|&v| it.value(v).map(|t| (*t).clone())).collect()
 }
 
+/// Evaluates one node whose operands are all constants, with the same kernels
+/// as [`run`]; constant folding uses it. Output shapes must not depend on
+/// symbolic dims (nothing is bound).
+pub fn eval_node_on_constants(graph: &Graph, node: NodeId) -> Result<Vec<Tensor>, String> {
+    let n = &graph.nodes[node];
+    if !n.regions.is_empty() {
+        return Err(format!("{} owns regions and is not evaluated on its own", n.op.name()));
+    }
+    let inputs = n
+        .inputs
+        .iter()
+        .map(|i| match i {
+            None => Ok(None),
+            Some(v) => graph.const_value(*v).map(Some).ok_or_else(|| format!("input `{}` is not a constant", graph.values[*v].name)),
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let bindings = HashMap::new();
+    let results = eval(&EvalCtx { graph, node, inputs, bindings: &bindings })?;
+    if results.len() != n.outputs.len() {
+        return Err(format!("kernel produced {} outputs, node has {}", results.len(), n.outputs.len()));
+    }
+    Ok(results)
+}
+
 struct Interp<'g> {
     graph: &'g Graph,
     env: Vec<Option<Arc<Tensor>>>,

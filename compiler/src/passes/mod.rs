@@ -2,14 +2,61 @@
 //!
 //! The standard pipeline ([`optimize`]) is: shape/type inference, constant
 //! folding (including the symbolic Shape→Gather→Unsqueeze→Concat→Reshape
-//! arithmetic torch exports emit), BatchNorm folding into Conv/Gemm, and
-//! dead-code elimination.
+//! arithmetic torch exports emit, and `If` on constant conditions),
+//! BatchNorm folding into Conv/Gemm, and dead-code elimination.
 
+pub mod bn_fold;
+pub mod dce;
+pub mod fold;
 pub mod infer;
+mod pipeline;
 
-use crate::ir::Graph;
+use crate::ir::verify::VerifyError;
+use crate::ir::{Graph, NodeId, RegionId};
+pub use pipeline::optimize;
 
-/// The standard pipeline. Today: re-derive every type.
-pub fn optimize(graph: &mut Graph) -> Result<(), infer::InferError> {
-    infer::run(graph)
+/// Why a pass could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error(transparent)]
+    Infer(#[from] infer::InferError),
+    /// A pass left the graph malformed: a compiler bug, caught in debug builds.
+    #[error("the graph no longer verifies after pass `{pass}`: {error}")]
+    Verify { pass: &'static str, error: VerifyError },
+}
+
+// `crate::Error` has no variant for pass failures yet; until it does, they
+// travel as the inference error they mostly are. A verifier failure names the
+// pass in the `op` slot so the message still says where it came from.
+impl From<PassError> for crate::Error {
+    fn from(e: PassError) -> Self {
+        match e {
+            PassError::Infer(e) => crate::Error::Infer(e),
+            PassError::Verify { pass, error } => crate::Error::Infer(infer::InferError {
+                node: String::from("-"),
+                op: format!("verifier after pass `{pass}`"),
+                reason: error.to_string(),
+            }),
+        }
+    }
+}
+
+/// Every attached node with the region that holds it.
+pub(crate) fn node_regions(graph: &Graph) -> std::collections::HashMap<NodeId, RegionId> {
+    fn walk(graph: &Graph, region: RegionId, out: &mut std::collections::HashMap<NodeId, RegionId>) {
+        for &n in &graph.regions[region].nodes {
+            out.insert(n, region);
+            for &r in &graph.nodes[n].regions {
+                walk(graph, r, out);
+            }
+        }
+    }
+    let mut out = std::collections::HashMap::new();
+    walk(graph, graph.root, &mut out);
+    out
+}
+
+/// Removes `node` from `region`'s node list (its values stay in the arena).
+pub(crate) fn detach(graph: &mut Graph, region: RegionId, node: NodeId) {
+    graph.regions[region].nodes.retain(|&n| n != node);
 }
