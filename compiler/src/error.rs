@@ -4,6 +4,7 @@
 use crate::front::onnx::LoadError;
 use crate::interp::InterpError;
 use crate::passes::infer::InferError;
+use crate::passes::PassError;
 use d2nn_runtime::npy::NpyError;
 
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +13,8 @@ pub enum Error {
     Load(#[from] LoadError),
     #[error(transparent)]
     Infer(#[from] InferError),
+    #[error(transparent)]
+    Pass(#[from] PassError),
     #[error(transparent)]
     Interp(#[from] InterpError),
     #[error(transparent)]

@@ -25,22 +25,6 @@ pub enum PassError {
     Verify { pass: &'static str, error: VerifyError },
 }
 
-// `crate::Error` has no variant for pass failures yet; until it does, they
-// travel as the inference error they mostly are. A verifier failure names the
-// pass in the `op` slot so the message still says where it came from.
-impl From<PassError> for crate::Error {
-    fn from(e: PassError) -> Self {
-        match e {
-            PassError::Infer(e) => crate::Error::Infer(e),
-            PassError::Verify { pass, error } => crate::Error::Infer(infer::InferError {
-                node: String::from("-"),
-                op: format!("verifier after pass `{pass}`"),
-                reason: error.to_string(),
-            }),
-        }
-    }
-}
-
 /// Every attached node with the region that holds it.
 pub(crate) fn node_regions(graph: &Graph) -> std::collections::HashMap<NodeId, RegionId> {
     fn walk(graph: &Graph, region: RegionId, out: &mut std::collections::HashMap<NodeId, RegionId>) {
