@@ -25,7 +25,7 @@ use std::path::Path;
 use tensor::{dtype_from_onnx, tensor_from_proto};
 
 /// Newest ONNX IR version read.
-pub const MAX_IR_VERSION: i64 = 13;
+pub const MAX_IR_VERSION: i64 = 14;
 
 /// A loaded model: the graph plus what the file said about itself.
 #[derive(Debug, Clone)]

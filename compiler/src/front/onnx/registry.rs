@@ -10,9 +10,9 @@ use std::sync::OnceLock;
 
 /// Oldest default-domain opset d2nnc reads.
 pub const MIN_OPSET: i64 = 7;
-/// Newest default-domain opset d2nnc reads. Opsets 22–25 changed only the
+/// Newest default-domain opset d2nnc reads. Opsets 22–28 changed only the
 /// type lists (bf16, fp8, int4…) of the ops d2nnc supports, not their semantics.
-pub const MAX_OPSET: i64 = 25;
+pub const MAX_OPSET: i64 = 28;
 
 pub type Converter = fn(&mut ConvertCtx) -> ConvertResult<Op>;
 

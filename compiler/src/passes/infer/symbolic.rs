@@ -6,7 +6,7 @@
 //! evaluates such chains without running the graph, so inference can give
 //! `Reshape` an exact output type and folding can drop the chain.
 
-use crate::ir::{BinaryOp, Dim, Graph, Op, Symbol, ValueDef, ValueId};
+use crate::ir::{BinaryOp, UnaryOp, Dim, Graph, Op, Symbol, ValueDef, ValueId};
 
 /// Longest integer tensor tracked symbolically; shape vectors are far shorter.
 const MAX_ELEMS: usize = 64;
@@ -157,6 +157,20 @@ fn eval(graph: &Graph, v: ValueId, depth: usize) -> Option<Vec<SymInt>> {
             }
             out
         }
+        Op::Unary(UnaryOp::Neg) => arg(0)?
+            .into_iter()
+            .map(|x| match x {
+                SymInt::Int(n) => n.checked_neg().map(SymInt::Int),
+                SymInt::Sym { sym, factor } => factor.checked_neg().map(|factor| SymInt::Sym { sym, factor }),
+            })
+            .collect::<Option<Vec<_>>>()?,
+        Op::Unary(UnaryOp::Abs) => arg(0)?
+            .into_iter()
+            .map(|x| match x {
+                SymInt::Int(n) => n.checked_abs().map(SymInt::Int),
+                SymInt::Sym { sym, factor } => factor.checked_abs().map(|factor| SymInt::Sym { sym, factor }),
+            })
+            .collect::<Option<Vec<_>>>()?,
         Op::Binary(op) => {
             let (a, b) = (arg(0)?, arg(1)?);
             broadcast_1d(&a, &b, |x, y| x.binary(*op, y))?
