@@ -1,7 +1,7 @@
 //! ONNX backend conformance: every node test case of the `onnx` package (plus
 //! its `simple`, `pytorch-operator` and `pytorch-converted` folders) is loaded
-//! and run through the reference interpreter, and compared with the stored
-//! outputs.
+//! and run through the reference interpreter — as loaded and after the pass
+//! pipeline — and compared with the stored outputs.
 //!
 //! The cases are extracted once by `tests/conformance/extract.py` into
 //! `target/onnx-conformance` (or `$D2NNC_CONFORMANCE_DIR`). Integer graph
@@ -208,14 +208,21 @@ fn run_data_set(model: &ModelProto, dir: &Path, set: &Path) -> Result<(), Status
     }
     let bytes = model.write_to_bytes().map_err(|e| Status::Fail(e.to_string()))?;
     let loaded = load_bytes(&bytes, Some(dir), "model.onnx").map_err(classify)?;
-    let outputs = d2nnc::interp::run(&loaded.graph, &feeds).map_err(|e| Status::Fail(e.to_string()))?;
-    let expected = numbered(set, "output_");
-    if expected.len() != outputs.len() {
-        return Err(Status::Fail(format!("{} outputs, {} expected", outputs.len(), expected.len())));
-    }
-    for (k, (path, got)) in expected.iter().zip(&outputs).enumerate() {
-        let (_, want) = read_tensor(path)?;
-        compare(got, &want, ATOL, RTOL).map_err(|m| Status::Fail(format!("output {k}: {m}")))?;
+    // The pass pipeline must not change results: run the graph as loaded and optimised.
+    let mut optimized = loaded.graph.clone();
+    d2nnc::passes::optimize(&mut optimized).map_err(|e| Status::Fail(format!("optimize: {e}")))?;
+    let expected = numbered(set, "output_")
+        .iter()
+        .map(|p| read_tensor(p).map(|(_, t)| t))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (label, graph) in [("as loaded", &loaded.graph), ("optimized", &optimized)] {
+        let outputs = d2nnc::interp::run(graph, &feeds).map_err(|e| Status::Fail(format!("{label}: {e}")))?;
+        if expected.len() != outputs.len() {
+            return Err(Status::Fail(format!("{label}: {} outputs, {} expected", outputs.len(), expected.len())));
+        }
+        for (k, (want, got)) in expected.iter().zip(&outputs).enumerate() {
+            compare(got, want, ATOL, RTOL).map_err(|m| Status::Fail(format!("{label}, output {k}: {m}")))?;
+        }
     }
     Ok(())
 }
