@@ -6,9 +6,12 @@ use d2nnc::Error;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub fn inspect(model: &Path, batch: usize, print_ir: bool, per_node: bool) -> Result<(), Error> {
-    let loaded = d2nnc::load_and_optimize(model)?;
-    let g = &loaded.graph;
+pub fn inspect(model: &Path, batch: usize, print_ir: bool) -> Result<(), Error> {
+    let loaded = d2nnc::front::onnx::load(model)?;
+    let nodes_in_file = loaded.graph.walk_nodes().len();
+    let mut optimized = loaded.graph.clone();
+    d2nnc::passes::optimize(&mut optimized)?;
+    let g = &optimized;
     let ty = |v| TypeDisplay { ty: &g.values[v].ty, symbols: &g.symbols }.to_string();
     println!("model: {}", model.display());
     println!("  IR version {}, opset {}, producer {:?}", loaded.ir_version, loaded.opset, loaded.producer);
@@ -34,21 +37,20 @@ pub fn inspect(model: &Path, batch: usize, print_ir: bool, per_node: bool) -> Re
         e.0 += 1;
         e.1 = e.1.zip(f).map(|(a, b)| a + b);
         total = total.zip(f).map(|(a, b)| a + b);
-        if per_node {
-            rows.push((g.nodes[n].name.clone(), g.nodes[n].op.name(), f));
-        }
+        rows.push((g.nodes[n].name.clone(), g.nodes[n].op.name(), f));
     }
     println!("parameters: {}", group(g.parameter_count() as u64));
-    println!("ops ({} nodes):", nodes.len());
+    println!(
+        "ops after optimisation ({} nodes; {nodes_in_file} as loaded, before constant and BatchNorm folding and DCE):",
+        nodes.len()
+    );
     println!("  {:<24} {:>6} {:>16}", "op", "count", "FLOPs");
     for (op, (count, f)) in &per_op {
         println!("  {op:<24} {count:>6} {:>16}", f.map_or("?".into(), group));
     }
-    if per_node {
-        println!("FLOPs per node:");
-        for (name, op, f) in rows {
-            println!("  {name:<40} {op:<20} {:>16}", f.map_or("?".into(), group));
-        }
+    println!("FLOPs per node:");
+    for (name, op, f) in rows {
+        println!("  {name:<40} {op:<20} {:>16}", f.map_or("?".into(), group));
     }
     match total {
         Some(t) => println!("total FLOPs (batch {batch}): {} ({:.3} GFLOP)", group(t), t as f64 / 1e9),

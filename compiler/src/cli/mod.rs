@@ -37,9 +37,6 @@ pub enum Command {
         /// Also print the IR after optimisation.
         #[arg(long)]
         ir: bool,
-        /// List FLOPs for every node, not just the total per op type.
-        #[arg(long)]
-        per_node: bool,
     },
 }
 
@@ -52,6 +49,6 @@ pub enum Backend {
 pub fn dispatch(cli: Cli) -> Result<(), d2nnc::Error> {
     match cli.command {
         Command::Run { model, inputs, output_dir, backend } => run::run(&model, &inputs, &output_dir, backend),
-        Command::Inspect { model, batch, ir, per_node } => inspect::inspect(&model, batch, ir, per_node),
+        Command::Inspect { model, batch, ir } => inspect::inspect(&model, batch, ir),
     }
 }
