@@ -157,20 +157,16 @@ fn eval(graph: &Graph, v: ValueId, depth: usize) -> Option<Vec<SymInt>> {
             }
             out
         }
-        Op::Unary(UnaryOp::Neg) => arg(0)?
-            .into_iter()
-            .map(|x| match x {
-                SymInt::Int(n) => n.checked_neg().map(SymInt::Int),
-                SymInt::Sym { sym, factor } => factor.checked_neg().map(|factor| SymInt::Sym { sym, factor }),
-            })
-            .collect::<Option<Vec<_>>>()?,
-        Op::Unary(UnaryOp::Abs) => arg(0)?
-            .into_iter()
-            .map(|x| match x {
-                SymInt::Int(n) => n.checked_abs().map(SymInt::Int),
-                SymInt::Sym { sym, factor } => factor.checked_abs().map(|factor| SymInt::Sym { sym, factor }),
-            })
-            .collect::<Option<Vec<_>>>()?,
+        Op::Unary(u @ (UnaryOp::Neg | UnaryOp::Abs)) => {
+            let f = |n: i64| if *u == UnaryOp::Neg { n.checked_neg() } else { n.checked_abs() };
+            arg(0)?
+                .into_iter()
+                .map(|x| match x {
+                    SymInt::Int(n) => f(n).map(SymInt::Int),
+                    SymInt::Sym { sym, factor } => f(factor).map(|factor| SymInt::Sym { sym, factor }),
+                })
+                .collect::<Option<Vec<_>>>()?
+        }
         Op::Binary(op) => {
             let (a, b) = (arg(0)?, arg(1)?);
             broadcast_1d(&a, &b, |x, y| x.binary(*op, y))?
