@@ -11,7 +11,7 @@ mod reduce;
 mod shape;
 pub mod util;
 
-use crate::ir::{Dim, Graph, NodeId, Op, RegionId, Symbol, TensorType, ValueDef, ValueId};
+use crate::ir::{Dim, Family, Graph, NodeId, Op, RegionId, Symbol, TensorType, ValueDef, ValueId};
 use crate::ir::types::TypeDisplay;
 use d2nn_runtime::Tensor;
 use std::collections::HashMap;
@@ -239,43 +239,11 @@ fn mismatch_expected(value: &crate::ir::Value, g: &Graph) -> String {
 }
 
 fn eval(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
-    match ctx.op() {
-        Op::Conv(_)
-        | Op::ConvTranspose(_)
-        | Op::BatchNorm { .. }
-        | Op::Pool { .. }
-        | Op::GlobalPool { .. }
-        | Op::Lrn { .. }
-        | Op::LayerNorm { .. }
-        | Op::InstanceNorm { .. }
-        | Op::Softmax { .. } => conv::eval(ctx),
-        Op::Gemm { .. }
-        | Op::MatMul
-        | Op::Unary(_)
-        | Op::Binary(_)
-        | Op::Variadic(_)
-        | Op::Clip
-        | Op::Where
-        | Op::Cast { .. } => elementwise::eval(ctx),
-        Op::Identity
-        | Op::Flatten { .. }
-        | Op::Reshape { .. }
-        | Op::Transpose { .. }
-        | Op::Concat { .. }
-        | Op::Split { .. }
-        | Op::Slice
-        | Op::Squeeze
-        | Op::Unsqueeze
-        | Op::Gather { .. }
-        | Op::Shape { .. }
-        | Op::Size
-        | Op::Expand
-        | Op::Tile
-        | Op::Pad { .. }
-        | Op::Resize(_)
-        | Op::Range
-        | Op::ConstantOfShape { .. } => shape::eval(ctx),
-        Op::Reduce { .. } | Op::ArgReduce { .. } | Op::TopK { .. } | Op::OneHot { .. } => reduce::eval(ctx),
-        Op::If => Err("If is evaluated by the interpreter loop".into()),
+    match ctx.op().family() {
+        Family::Conv => conv::eval(ctx),
+        Family::Elementwise => elementwise::eval(ctx),
+        Family::Shape => shape::eval(ctx),
+        Family::Reduce => reduce::eval(ctx),
+        Family::Control => Err("If is evaluated by the interpreter loop".into()),
     }
 }

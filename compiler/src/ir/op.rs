@@ -279,7 +279,66 @@ pub enum Op {
     If,
 }
 
+/// The op families; each has one file in the front end, inference and the
+/// interpreter, and dispatch goes through [`Op::family`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Convolution, pooling, softmax and the normalisations.
+    Conv,
+    /// Matrix products and elementwise arithmetic, logic and casts.
+    Elementwise,
+    /// Shape manipulation, indexing and data movement.
+    Shape,
+    /// Reductions, arg-reductions, TopK and OneHot.
+    Reduce,
+    /// `If`.
+    Control,
+}
+
 impl Op {
+    /// The family whose files implement this op.
+    pub fn family(&self) -> Family {
+        match self {
+            Op::Conv(_)
+            | Op::ConvTranspose(_)
+            | Op::BatchNorm { .. }
+            | Op::Pool { .. }
+            | Op::GlobalPool { .. }
+            | Op::Lrn { .. }
+            | Op::LayerNorm { .. }
+            | Op::InstanceNorm { .. }
+            | Op::Softmax { .. } => Family::Conv,
+            Op::Gemm { .. }
+            | Op::MatMul
+            | Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Variadic(_)
+            | Op::Clip
+            | Op::Where
+            | Op::Cast { .. } => Family::Elementwise,
+            Op::Identity
+            | Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Slice
+            | Op::Squeeze
+            | Op::Unsqueeze
+            | Op::Gather { .. }
+            | Op::Shape { .. }
+            | Op::Size
+            | Op::Expand
+            | Op::Tile
+            | Op::Pad { .. }
+            | Op::Resize(_)
+            | Op::Range
+            | Op::ConstantOfShape { .. } => Family::Shape,
+            Op::Reduce { .. } | Op::ArgReduce { .. } | Op::TopK { .. } | Op::OneHot { .. } => Family::Reduce,
+            Op::If => Family::Control,
+        }
+    }
+
     /// A short, stable operator name for diagnostics and printing.
     pub fn name(&self) -> &'static str {
         match self {

@@ -12,7 +12,7 @@ mod reduce;
 mod shape;
 pub mod symbolic;
 
-use crate::ir::{Dim, Graph, NodeId, Op, TensorType, ValueId};
+use crate::ir::{Dim, Family, Graph, NodeId, Op, TensorType, ValueId};
 use d2nn_runtime::{DType, Tensor};
 pub use symbolic::SymInt;
 
@@ -107,44 +107,12 @@ pub fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
 /// The output types of `node`.
 pub fn infer_node(graph: &Graph, node: NodeId) -> Result<Vec<TensorType>, InferError> {
     let ctx = InferCtx { graph, node };
-    match ctx.op() {
-        Op::Conv(_)
-        | Op::ConvTranspose(_)
-        | Op::BatchNorm { .. }
-        | Op::Pool { .. }
-        | Op::GlobalPool { .. }
-        | Op::Lrn { .. }
-        | Op::LayerNorm { .. }
-        | Op::InstanceNorm { .. }
-        | Op::Softmax { .. } => conv::infer(&ctx),
-        Op::Gemm { .. }
-        | Op::MatMul
-        | Op::Unary(_)
-        | Op::Binary(_)
-        | Op::Variadic(_)
-        | Op::Clip
-        | Op::Where
-        | Op::Cast { .. } => elementwise::infer(&ctx),
-        Op::Identity
-        | Op::Flatten { .. }
-        | Op::Reshape { .. }
-        | Op::Transpose { .. }
-        | Op::Concat { .. }
-        | Op::Split { .. }
-        | Op::Slice
-        | Op::Squeeze
-        | Op::Unsqueeze
-        | Op::Gather { .. }
-        | Op::Shape { .. }
-        | Op::Size
-        | Op::Expand
-        | Op::Tile
-        | Op::Pad { .. }
-        | Op::Resize(_)
-        | Op::Range
-        | Op::ConstantOfShape { .. } => shape::infer(&ctx),
-        Op::Reduce { .. } | Op::ArgReduce { .. } | Op::TopK { .. } | Op::OneHot { .. } => reduce::infer(&ctx),
-        Op::If => control::infer(&ctx),
+    match ctx.op().family() {
+        Family::Conv => conv::infer(&ctx),
+        Family::Elementwise => elementwise::infer(&ctx),
+        Family::Shape => shape::infer(&ctx),
+        Family::Reduce => reduce::infer(&ctx),
+        Family::Control => control::infer(&ctx),
     }
 }
 
