@@ -132,6 +132,11 @@ fn lrn_sums_squares_over_the_channel_window() {
 
 /// Runs one node on a graph whose first input is `x` and other inputs constants.
 fn run(op: Op, x: Tensor, consts: Vec<Tensor>) -> Result<Tensor, String> {
+    run_outputs(op, x, consts, 1).map(|mut v| v.remove(0))
+}
+
+/// Like [`run`] for a node with `outputs` outputs, all of them graph outputs.
+fn run_outputs(op: Op, x: Tensor, consts: Vec<Tensor>, outputs: usize) -> Result<Vec<Tensor>, String> {
     let mut g = Graph::new("t");
     let xv = g.add_input("x", TensorType::fixed(x.dtype(), x.shape()));
     let mut inputs = vec![Some(xv)];
@@ -139,13 +144,32 @@ fn run(op: Op, x: Tensor, consts: Vec<Tensor>) -> Result<Tensor, String> {
         inputs.push(Some(g.add_const(&format!("c{i}"), c)));
     }
     let root = g.root;
-    let node = g.add_node(root, "n", op, inputs, vec![("y".into(), TensorType::scalar(x.dtype()))]);
-    let ty = infer_node(&g, node).map_err(|e| e.to_string())?.remove(0);
-    let y = g.nodes[node].outputs[0];
-    g.values[y].ty = ty;
-    g.regions[root].outputs = vec![y];
+    let outs = (0..outputs).map(|i| (format!("y{i}"), TensorType::scalar(x.dtype()))).collect();
+    let node = g.add_node(root, "n", op, inputs, outs);
+    let types = infer_node(&g, node).map_err(|e| e.to_string())?;
+    let values = g.nodes[node].outputs.clone();
+    for (&v, ty) in values.iter().zip(types) {
+        g.values[v].ty = ty;
+    }
+    g.regions[root].outputs = values;
     let feeds = HashMap::from([("x".to_string(), x)]);
-    crate::interp::run(&g, &feeds).map(|mut v| v.remove(0)).map_err(|e| e.to_string())
+    crate::interp::run(&g, &feeds).map_err(|e| e.to_string())
+}
+
+#[test]
+fn layer_norm_returns_the_row_statistics_it_used() {
+    let x = Tensor::from_f32(&[2, 1, 2], vec![1.0, 3.0, -2.0, -2.0]).unwrap();
+    let scale = Tensor::from_f32(&[2], vec![1.0, 2.0]).unwrap();
+    let outs = run_outputs(Op::LayerNorm { axis: -2, epsilon: 0.0 }, x.clone(), vec![scale.clone()], 3).unwrap();
+    assert_eq!(outs[1].shape(), &[2, 1, 1]);
+    assert_eq!(values(&outs[1]), vec![2.0, -2.0]);
+    // Row 0 has variance 1; row 1 is constant, so with epsilon 0 its deviation is 0.
+    assert_eq!(values(&outs[2]), vec![1.0, f32::INFINITY]);
+    assert_close(&values(&outs[0])[..2], &[-1.0, 2.0]);
+    // Fewer outputs: only the ones asked for.
+    let outs = run_outputs(Op::LayerNorm { axis: -1, epsilon: 1e-5 }, x, vec![scale], 2).unwrap();
+    assert_eq!(outs.len(), 2);
+    assert_eq!(outs[1].shape(), &[2, 1, 1]);
 }
 
 fn conv_attrs(kernel: Vec<usize>, strides: Vec<usize>, dilations: Vec<usize>, pads: Vec<usize>, group: usize) -> ConvAttrs {

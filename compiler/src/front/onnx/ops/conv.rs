@@ -87,7 +87,7 @@ pub(super) fn register(reg: &mut Registry) {
         op_type: "LayerNormalization",
         opsets: 17..=MAX_OPSET,
         inputs: 2..=3,
-        // `Mean` and `InvStdDev` are rejected by the converter with a reason.
+        // `Y`, then the optional `Mean` and `InvStdDev` statistics.
         outputs: 1..=3,
         attrs: &["axis", "epsilon", "stash_type"],
         convert: convert_layer_norm,
@@ -350,9 +350,6 @@ fn convert_layer_norm(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
         return unsupported(format!(
             "attribute `stash_type` = {stash_type} is not supported: statistics are always computed in f32 (stash_type=1)"
         ));
-    }
-    if ctx.num_outputs > 1 {
-        return unsupported("outputs `Mean` and `InvStdDev` are not supported: only the normalised `Y` can be used");
     }
     Ok(Op::LayerNorm { axis: ctx.attr_int_or("axis", -1)?, epsilon: epsilon(ctx, 1e-5)? })
 }
