@@ -223,6 +223,8 @@ pub enum Op {
 
     // ── shape and indexing ──
     /// Inputs: X, or nothing else: the output's type gives the shape.
+    /// Outputs: X and, optionally, an all-true bool tensor of X's shape
+    /// (inference-time Dropout's `mask`: nothing is dropped).
     Identity,
     /// Inputs: X.
     Flatten { axis: i64 },

@@ -175,6 +175,19 @@ fn dropout_is_identity_unless_training() {
 }
 
 #[test]
+fn inference_dropout_mask_keeps_everything() {
+    let n = node("Dropout", &["x"], &["y", "mask"], vec![]);
+    let out = run(13, iota(&[2, 2]), vec![n], vec![], &["y", "mask"]).unwrap();
+    assert_eq!(out[0], iota(&[2, 2]));
+    assert_eq!(out[1], Tensor::from_bool(&[2, 2], vec![true; 4]).unwrap());
+    // Training mode draws a random mask, which stays unsupported.
+    let n = node("Dropout", &["x", "r", "t"], &["y", "mask"], vec![]);
+    let inits = vec![float_init("r", &[0.5]), bool_init("t", true)];
+    let err = run(13, iota(&[4]), vec![n], inits, &["y", "mask"]).unwrap_err();
+    assert!(err.contains("training_mode"), "{err}");
+}
+
+#[test]
 fn transpose_defaults_to_reversing_the_axes() {
     let out = run(13, iota(&[2, 3]), vec![node("Transpose", &["x"], &["y"], vec![])], vec![], &["y"]).unwrap();
     assert_eq!(out[0], floats(&[3, 2], &[0.0, 3.0, 1.0, 4.0, 2.0, 5.0]));
