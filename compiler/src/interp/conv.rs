@@ -16,8 +16,13 @@ use d2nn_runtime::Tensor;
 use ndarray::ArrayD;
 
 pub(super) fn eval(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
-    if let Op::LayerNorm { axis, epsilon } = ctx.op() {
-        return norm::layer_norm(ctx, *axis, *epsilon);
+    match ctx.op() {
+        Op::LayerNorm { axis, epsilon } => return norm::layer_norm(ctx, *axis, *epsilon),
+        Op::Pool { kind, attrs } if ctx.num_outputs() == 2 => {
+            let (values, indices) = pool::pool_with_indices(f32_input(ctx, 0)?, *kind, attrs)?;
+            return Ok(vec![values, indices]);
+        }
+        _ => {}
     }
     let out = match ctx.op() {
         Op::Conv(attrs) => convolution::conv(ctx, attrs)?,

@@ -55,7 +55,11 @@ pub struct PoolAttrs {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum PoolKind {
-    Max,
+    /// Maximum. A MaxPool node may have a second output, `Indices` (i64): the
+    /// flat position of each maximum in X, counting batch and channel planes
+    /// row-major and the spatial position within a plane row-major, or
+    /// column-major when `column_major_indices` (ONNX `storage_order = 1`).
+    Max { column_major_indices: bool },
     /// Average; `count_include_pad` decides whether pads count in the divisor.
     Average { count_include_pad: bool },
 }
@@ -288,9 +292,9 @@ impl Op {
             Op::Conv(_) => "Conv",
             Op::ConvTranspose(_) => "ConvTranspose",
             Op::BatchNorm { .. } => "BatchNormalization",
-            Op::Pool { kind: PoolKind::Max, .. } => "MaxPool",
+            Op::Pool { kind: PoolKind::Max { .. }, .. } => "MaxPool",
             Op::Pool { kind: PoolKind::Average { .. }, .. } => "AveragePool",
-            Op::GlobalPool { kind: PoolKind::Max } => "GlobalMaxPool",
+            Op::GlobalPool { kind: PoolKind::Max { .. } } => "GlobalMaxPool",
             Op::GlobalPool { kind: PoolKind::Average { .. } } => "GlobalAveragePool",
             Op::Lrn { .. } => "LRN",
             Op::Gemm { .. } => "Gemm",
@@ -349,7 +353,8 @@ impl Op {
             Op::ConvTranspose(a) => format!("{a:?}"),
             Op::BatchNorm { epsilon } => format!("epsilon: {epsilon:?}"),
             Op::Pool { kind, attrs } => match kind {
-                PoolKind::Max => format!("{attrs:?}"),
+                PoolKind::Max { column_major_indices: false } => format!("{attrs:?}"),
+                PoolKind::Max { column_major_indices: true } => format!("{attrs:?}, column_major_indices: true"),
                 PoolKind::Average { count_include_pad } => format!("{attrs:?}, count_include_pad: {count_include_pad}"),
             },
             Op::GlobalPool { .. } | Op::MatMul | Op::Clip | Op::Where | Op::Identity | Op::Slice => String::new(),

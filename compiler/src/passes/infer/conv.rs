@@ -6,17 +6,26 @@
 //! divisible factor, transposed convolutions that scale by the stride).
 
 use super::{broadcast_shapes, InferCtx, InferError};
-use crate::ir::{ConvAttrs, ConvTransposeAttrs, Dim, Op, Padding, PoolAttrs, TensorType};
+use crate::ir::{ConvAttrs, ConvTransposeAttrs, Dim, Op, Padding, PoolAttrs, PoolKind, TensorType};
 use d2nn_runtime::DType;
 
 pub(super) fn infer(ctx: &InferCtx) -> Result<Vec<TensorType>, InferError> {
-    if let Op::LayerNorm { axis, .. } = ctx.op() {
-        return layer_norm(ctx, *axis);
+    match ctx.op() {
+        Op::LayerNorm { axis, .. } => return layer_norm(ctx, *axis),
+        Op::Pool { kind, attrs } => {
+            let values = pool(ctx, attrs)?;
+            return match (ctx.num_outputs(), kind) {
+                (1, _) => Ok(vec![values]),
+                // MaxPool's `Indices`: one i64 position per pooled value.
+                (2, PoolKind::Max { .. }) => Ok(vec![values.clone(), TensorType::new(DType::I64, values.shape)]),
+                (n, _) => Err(ctx.err(format!("has {n} outputs, expected Y (and, for MaxPool, optionally Indices)"))),
+            };
+        }
+        _ => {}
     }
     let out = match ctx.op() {
         Op::Conv(attrs) => conv(ctx, attrs)?,
         Op::ConvTranspose(attrs) => conv_transpose(ctx, attrs)?,
-        Op::Pool { attrs, .. } => pool(ctx, attrs)?,
         Op::GlobalPool { .. } => global_pool(ctx)?,
         Op::BatchNorm { .. } => per_channel_norm(ctx, 5, 2)?,
         Op::InstanceNorm { .. } => per_channel_norm(ctx, 3, 2)?,
@@ -374,7 +383,7 @@ mod tests {
             padding: Padding::Explicit(vec![1; 4]),
             ceil_mode: true,
         };
-        let out = infer(Op::Pool { kind: PoolKind::Max, attrs }, vec![N, k(3), k(2), k(6)], vec![]).unwrap();
+        let out = infer(Op::Pool { kind: PoolKind::Max { column_major_indices: false }, attrs }, vec![N, k(3), k(2), k(6)], vec![]).unwrap();
         // Height: the second ceil window would start in the end padding.
         // Width: ceil((8-3)/3)+1 = 3, the third window starting at 6 < 6 + 1.
         assert_eq!(out, vec![N, k(3), k(1), k(3)]);
