@@ -148,16 +148,21 @@ pub enum PadMode {
     Edge,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ResizeMode {
     Nearest,
     Linear,
+    /// Keys' cubic convolution with parameter `a` (ONNX `cubic_coeff_a`).
+    Cubic { coeff_a: f32 },
 }
 
 /// Resize's `coordinate_transformation_mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CoordinateTransform {
     HalfPixel,
+    /// Like `HalfPixel`, shifted so the input's centre maps to the output's
+    /// centre when the output length was rounded.
+    HalfPixelSymmetric,
     PytorchHalfPixel,
     AlignCorners,
     Asymmetric,
@@ -172,11 +177,38 @@ pub enum NearestMode {
     Ceil,
 }
 
+/// Resize's `keep_aspect_ratio_policy`, which applies to `sizes` only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AspectRatioPolicy {
+    /// Each resized axis gets exactly its requested size.
+    Stretch,
+    /// One scale for every resized axis, the smallest `size / input`: the
+    /// result fits within the requested sizes.
+    NotLarger,
+    /// One scale for every resized axis, the largest `size / input`: the
+    /// result covers the requested sizes.
+    NotSmaller,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResizeAttrs {
     pub mode: ResizeMode,
     pub coordinate_transform: CoordinateTransform,
     pub nearest_mode: NearestMode,
+    /// The axes that `scales` or `sizes` list, in their order (distinct,
+    /// non-negative); `None` means every axis in order.
+    pub axes: Option<Vec<usize>>,
+    pub keep_aspect_ratio: AspectRatioPolicy,
+    /// Gives taps outside the input weight 0 and renormalises the rest
+    /// (linear and cubic modes).
+    pub exclude_outside: bool,
+}
+
+impl ResizeAttrs {
+    /// Resizes every axis, takes `sizes` as given and clamps taps to the edge.
+    pub fn new(mode: ResizeMode, coordinate_transform: CoordinateTransform, nearest_mode: NearestMode) -> ResizeAttrs {
+        ResizeAttrs { mode, coordinate_transform, nearest_mode, axes: None, keep_aspect_ratio: AspectRatioPolicy::Stretch, exclude_outside: false }
+    }
 }
 
 /// An operator and its attributes.

@@ -1,11 +1,12 @@
-//! The Resize kernel, transcribed from the ONNX reference implementation:
-//! each output coordinate maps to a source coordinate (in f64), nearest
-//! rounds it, linear blends the two neighbours with edge clamping, and axes
-//! are resampled one at a time (interpolation is separable).
+//! The Resize kernel, transcribed from the ONNX reference implementation
+//! (`op_resize.py`): each output coordinate maps to a source coordinate (in
+//! f64), nearest rounds it, linear and cubic blend its neighbours with edge
+//! clamping, and axes are resampled one at a time (interpolation is
+//! separable). Axes that `scales`/`sizes` do not list keep their length.
 
 use super::{check_volume, pick};
 use crate::interp::EvalCtx;
-use crate::ir::{CoordinateTransform, NearestMode, ResizeAttrs, ResizeMode};
+use crate::ir::{AspectRatioPolicy, CoordinateTransform, NearestMode, ResizeAttrs, ResizeMode};
 use d2nn_runtime::{map_tensor_same, Tensor};
 use ndarray::{ArrayD, Dimension, IxDyn};
 
@@ -17,48 +18,77 @@ struct AxisPlan {
 }
 
 impl AxisPlan {
+    fn unchanged(input: usize) -> AxisPlan {
+        AxisPlan { input, output: input, scale: 1.0 }
+    }
+
     /// The reference skips axes that neither scale nor change length.
     fn is_identity(&self) -> bool {
         self.output == self.input && (self.scale - 1.0).abs() <= 1e-9
     }
 }
 
-fn plans(ctx: &EvalCtx, shape: &[usize]) -> Result<Vec<AxisPlan>, String> {
-    let rank = shape.len();
-    if let Some(sizes) = ctx.opt_input(3) {
-        if !sizes.dtype().is_int() || sizes.len() != rank {
-            return Err(format!("sizes must be {rank} integers, got {}{:?}", sizes.dtype(), sizes.shape()));
+/// The resized axes, in the order `scales`/`sizes` list them.
+fn resized_axes(attrs: &ResizeAttrs, rank: usize) -> Result<Vec<usize>, String> {
+    match &attrs.axes {
+        None => Ok((0..rank).collect()),
+        Some(axes) => {
+            for (i, &a) in axes.iter().enumerate() {
+                if a >= rank || axes[..i].contains(&a) {
+                    return Err(format!("axes {axes:?} are not distinct axes of a rank-{rank} input"));
+                }
+            }
+            Ok(axes.clone())
         }
-        return sizes
+    }
+}
+
+fn plans(ctx: &EvalCtx, attrs: &ResizeAttrs, shape: &[usize]) -> Result<Vec<AxisPlan>, String> {
+    let axes = resized_axes(attrs, shape.len())?;
+    let mut plans: Vec<AxisPlan> = shape.iter().map(|&d| AxisPlan::unchanged(d)).collect();
+    if let Some(sizes) = ctx.opt_input(3) {
+        if !sizes.dtype().is_int() || sizes.len() != axes.len() {
+            return Err(format!("sizes must be {} integers, got {}{:?}", axes.len(), sizes.dtype(), sizes.shape()));
+        }
+        let sizes = sizes
             .to_i64_vec()
             .into_iter()
-            .zip(shape)
-            .map(|(out, &input)| {
-                let output = usize::try_from(out).map_err(|_| format!("size {out} is negative"))?;
-                if input == 0 && output != 0 {
-                    return Err("cannot resize an empty axis to a non-empty one".to_string());
+            .map(|s| usize::try_from(s).map_err(|_| format!("size {s} is negative")))
+            .collect::<Result<Vec<usize>, String>>()?;
+        let ratios: Vec<f64> = axes.iter().zip(&sizes).map(|(&a, &s)| s as f64 / shape[a] as f64).collect();
+        let kept = match attrs.keep_aspect_ratio {
+            AspectRatioPolicy::Stretch => None,
+            AspectRatioPolicy::NotLarger => ratios.iter().copied().reduce(f64::min),
+            AspectRatioPolicy::NotSmaller => ratios.iter().copied().reduce(f64::max),
+        };
+        for (k, &a) in axes.iter().enumerate() {
+            let input = shape[a];
+            plans[a] = match kept {
+                // One scale for all resized axes; the length is rounded half up.
+                Some(scale) => AxisPlan { input, output: (scale * input as f64 + 0.5) as usize, scale },
+                None => {
+                    let output = sizes[k];
+                    if input == 0 && output != 0 {
+                        return Err("cannot resize an empty axis to a non-empty one".to_string());
+                    }
+                    AxisPlan { input, output, scale: if input == 0 { 1.0 } else { ratios[k] } }
                 }
-                let scale = if input == 0 { 1.0 } else { output as f64 / input as f64 };
-                Ok(AxisPlan { input, output, scale })
-            })
-            .collect();
+            };
+        }
+        return Ok(plans);
     }
     let scales = ctx.opt_input(2).ok_or("one of scales and sizes must be given")?;
-    if scales.len() != rank {
-        return Err(format!("scales has {} elements for a rank-{rank} input", scales.len()));
+    if scales.len() != axes.len() {
+        return Err(format!("scales has {} elements for {} resized axes", scales.len(), axes.len()));
     }
-    scales
-        .to_f32_vec()
-        .into_iter()
-        .zip(shape)
-        .map(|(s, &input)| {
-            let scale = s as f64;
-            if !(scale > 0.0 && scale.is_finite()) {
-                return Err(format!("scale {s} is not positive"));
-            }
-            Ok(AxisPlan { input, output: (input as f64 * scale).floor() as usize, scale })
-        })
-        .collect()
+    for (&a, s) in axes.iter().zip(scales.to_f32_vec()) {
+        let scale = s as f64;
+        if !(scale > 0.0 && scale.is_finite()) {
+            return Err(format!("scale {s} is not positive"));
+        }
+        plans[a] = AxisPlan { input: shape[a], output: (shape[a] as f64 * scale).floor() as usize, scale };
+    }
+    Ok(plans)
 }
 
 /// The source coordinate of output coordinate `y`.
@@ -68,7 +98,13 @@ fn source_coordinate(transform: CoordinateTransform, y: usize, plan: &AxisPlan) 
     let out_len = plan.scale * plan.input as f64;
     match transform {
         CoordinateTransform::HalfPixel => (y + 0.5) / plan.scale - 0.5,
-        CoordinateTransform::PytorchHalfPixel if out_len == 1.0 => 0.0,
+        CoordinateTransform::HalfPixelSymmetric => {
+            // Shifts by how much rounding the output length moved its centre.
+            let adjustment = plan.output as f64 / out_len;
+            let offset = plan.input as f64 / 2.0 * (1.0 - adjustment);
+            offset + (y + 0.5) / plan.scale - 0.5
+        }
+        CoordinateTransform::PytorchHalfPixel if out_len == 1.0 => -0.5,
         CoordinateTransform::PytorchHalfPixel => (y + 0.5) / plan.scale - 0.5,
         CoordinateTransform::AlignCorners if out_len == 1.0 => 0.0,
         CoordinateTransform::AlignCorners => y * (plan.input as f64 - 1.0) / (out_len - 1.0),
@@ -96,21 +132,52 @@ fn nearest_index(x: f64, mode: NearestMode, len: usize) -> usize {
     clamp_index(rounded, len)
 }
 
-/// Source taps `(index, weight)` of each output coordinate along one axis.
-fn linear_taps(attrs: &ResizeAttrs, plan: &AxisPlan) -> Vec<[(usize, f64); 2]> {
+/// Keys' cubic convolution weights of the four taps `⌊x⌋-1 ..= ⌊x⌋+2` at
+/// fractional offset `t` (the reference uses `t = 1` and the taps one lower
+/// when `x` is an integer, which gives the same single nonzero weight).
+fn cubic_weights(t: f64, a: f64) -> [f64; 4] {
+    let near = |d: f64| ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0;
+    let far = |d: f64| ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a;
+    [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+}
+
+/// Source taps `(index, weight)` of each output coordinate along one axis,
+/// for linear and cubic interpolation. Taps outside the input read the edge
+/// element, or with `exclude_outside` get weight 0 and the rest are
+/// renormalised.
+fn blend_taps(attrs: &ResizeAttrs, plan: &AxisPlan) -> Vec<Vec<(usize, f64)>> {
     (0..plan.output)
         .map(|y| {
             let x = source_coordinate(attrs.coordinate_transform, y, plan);
             let floor = x.floor();
-            let r = x - floor;
-            [(clamp_index(floor, plan.input), 1.0 - r), (clamp_index(floor + 1.0, plan.input), r)]
+            let t = x - floor;
+            let (first, weights) = match attrs.mode {
+                ResizeMode::Cubic { coeff_a } => (floor - 1.0, cubic_weights(t, f64::from(coeff_a)).to_vec()),
+                _ => (floor, vec![1.0 - t, t]),
+            };
+            let mut taps: Vec<(f64, f64)> = weights.into_iter().enumerate().map(|(k, w)| (first + k as f64, w)).collect();
+            if attrs.exclude_outside {
+                let inside = |i: f64| i >= 0.0 && i < plan.input as f64;
+                for tap in &mut taps {
+                    if !inside(tap.0) {
+                        tap.1 = 0.0;
+                    }
+                }
+                let sum: f64 = taps.iter().map(|t| t.1).sum();
+                // Every tap outside: the reference divides by 1 instead of 0.
+                let sum = if sum == 0.0 { 1.0 } else { sum };
+                for tap in &mut taps {
+                    tap.1 /= sum;
+                }
+            }
+            taps.into_iter().map(|(i, w)| (clamp_index(i, plan.input), w)).collect()
         })
         .collect()
 }
 
 pub(super) fn resize(ctx: &EvalCtx, attrs: &ResizeAttrs) -> Result<Tensor, String> {
     let x = ctx.input(0)?;
-    let plans = plans(ctx, x.shape())?;
+    let plans = plans(ctx, attrs, x.shape())?;
     let out_shape: Vec<usize> = plans.iter().map(|p| p.output).collect();
     check_volume(&out_shape)?;
     if out_shape.contains(&0) {
@@ -133,13 +200,13 @@ pub(super) fn resize(ctx: &EvalCtx, attrs: &ResizeAttrs) -> Result<Tensor, Strin
             let source = |idx: &[usize]| idx.iter().zip(&maps).map(|(&i, m)| m[i]).collect();
             Ok(map_tensor_same!(x, a => pick(a, &out_shape, source)))
         }
-        ResizeMode::Linear => {
-            let mut data: ArrayD<f64> = x.as_f32().map_err(|e| format!("linear resize: {e}"))?.mapv(|v| v as f64);
+        ResizeMode::Linear | ResizeMode::Cubic { .. } => {
+            let mut data: ArrayD<f64> = x.as_f32().map_err(|e| format!("{:?} resize: {e}", attrs.mode))?.mapv(|v| v as f64);
             for (axis, plan) in plans.iter().enumerate() {
                 if plan.is_identity() {
                     continue;
                 }
-                let taps = linear_taps(attrs, plan);
+                let taps = blend_taps(attrs, plan);
                 let mut shape = data.shape().to_vec();
                 shape[axis] = plan.output;
                 data = ArrayD::from_shape_fn(IxDyn(&shape), |idx| {
@@ -182,6 +249,6 @@ mod tests {
         assert_eq!(source_coordinate(CoordinateTransform::HalfPixel, 0, &p), -0.25);
         assert_eq!(source_coordinate(CoordinateTransform::Asymmetric, 3, &p), 1.5);
         assert_eq!(source_coordinate(CoordinateTransform::AlignCorners, 3, &p), 1.0);
-        assert_eq!(source_coordinate(CoordinateTransform::PytorchHalfPixel, 0, &plan(4, 1)), 0.0);
+        assert_eq!(source_coordinate(CoordinateTransform::PytorchHalfPixel, 0, &plan(4, 1)), -0.5);
     }
 }
