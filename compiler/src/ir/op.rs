@@ -146,6 +146,8 @@ pub enum PadMode {
     Constant,
     Reflect,
     Edge,
+    /// Wrap-around: the axis repeats periodically, as if on a torus.
+    Wrap,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -67,10 +67,10 @@ proptest! {
     }
 
     #[test]
-    fn pad_then_crop_is_identity(shape in shape_strategy(), pads_seed in prop::collection::vec(0i64..3, 8), mode in 0usize..3) {
+    fn pad_then_crop_is_identity(shape in shape_strategy(), pads_seed in prop::collection::vec(0i64..3, 8), mode in 0usize..4) {
         let x = iota(&shape);
         let r = shape.len();
-        let mode = [PadMode::Constant, PadMode::Edge, PadMode::Reflect][mode];
+        let mode = [PadMode::Constant, PadMode::Edge, PadMode::Reflect, PadMode::Wrap][mode];
         // Reflect pads wider than the axis are allowed (numpy mirrors again).
         let pads: Vec<i64> = pads_seed[..2 * r].to_vec();
         let padded = run_op(Op::Pad { mode }, &x, vec![ints(&pads)], 1).unwrap().remove(0);
@@ -218,6 +218,18 @@ fn cubic_exclude_outside_renormalises_the_inner_taps() {
     for (g, w) in y.iter().zip(want) {
         assert!((g - w).abs() < 1e-5, "{y:?}");
     }
+}
+
+#[test]
+fn wrap_pad_repeats_the_axis_like_numpy() {
+    // np.pad([0, 1, 2], (4, 2), mode="wrap")
+    let y = run_op(Op::Pad { mode: PadMode::Wrap }, &iota(&[3]), vec![ints(&[4, 2])], 1).unwrap().remove(0);
+    assert_eq!(y.to_f32_vec(), vec![2.0, 0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 0.0, 1.0]);
+    // A negative begin pad crops first; the end then wraps over what is kept.
+    let y = run_op(Op::Pad { mode: PadMode::Wrap }, &iota(&[4]), vec![ints(&[-1, 2])], 1).unwrap().remove(0);
+    assert_eq!(y.to_f32_vec(), vec![1.0, 2.0, 3.0, 1.0, 2.0]);
+    let err = run_op(Op::Pad { mode: PadMode::Wrap }, &iota(&[2]), vec![ints(&[-2, 1])], 1).unwrap_err();
+    assert!(err.contains("no element"), "{err}");
 }
 
 #[test]

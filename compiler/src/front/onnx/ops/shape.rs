@@ -223,7 +223,8 @@ fn pad(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
         "constant" => PadMode::Constant,
         "reflect" => PadMode::Reflect,
         "edge" => PadMode::Edge,
-        "wrap" => return unsupported("attribute `mode` = \"wrap\" is not supported: only constant, reflect and edge padding are"),
+        "wrap" if ctx.opset >= 19 => PadMode::Wrap,
+        "wrap" => return invalid(format!("attribute `mode` = \"wrap\" exists only since opset 19 (this model uses opset {})", ctx.opset)),
         other => return invalid(format!("attribute `mode` = {other:?} is not a Pad mode")),
     };
     reject_attr_in_new_opset(ctx, "pads", 11)?;

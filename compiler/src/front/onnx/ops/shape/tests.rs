@@ -81,6 +81,15 @@ fn float_init(name: &str, values: &[f32]) -> TensorProto {
     t
 }
 
+fn int_init(name: &str, values: &[i64]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.into();
+    t.data_type = DataType::INT64 as i32;
+    t.dims = vec![values.len() as i64];
+    t.int64_data = values.to_vec();
+    t
+}
+
 fn bool_init(name: &str, value: bool) -> TensorProto {
     let mut t = TensorProto::new();
     t.name = name.into();
@@ -147,7 +156,10 @@ fn pad_attributes_before_opset_11() {
     assert_eq!(out[0], floats(&[1, 6], &[2.0, 1.0, 0.0, 1.0, 2.0, 1.0]));
     let attrs = vec![("mode", Attr::Str("wrap")), ("pads", Attr::Ints(vec![0, 2, 0, 1]))];
     let err = run(10, iota(&[1, 3]), vec![node("Pad", &["x"], &["y"], attrs)], vec![], &["y"]).unwrap_err();
-    assert!(err.contains("\"wrap\" is not supported"), "{err}");
+    assert!(err.contains("\"wrap\" exists only since opset 19"), "{err}");
+    let n = node("Pad", &["x", "p"], &["y"], vec![("mode", Attr::Str("wrap"))]);
+    let out = run(19, iota(&[1, 3]), vec![n], vec![int_init("p", &[0, 2, 0, 1])], &["y"]).unwrap();
+    assert_eq!(out[0], floats(&[1, 6], &[1.0, 2.0, 0.0, 1.0, 2.0, 0.0]));
 }
 
 #[test]
