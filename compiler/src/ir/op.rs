@@ -159,7 +159,7 @@ pub enum ResizeMode {
 }
 
 /// Resize's `coordinate_transformation_mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum CoordinateTransform {
     HalfPixel,
     /// Like `HalfPixel`, shifted so the input's centre maps to the output's
@@ -168,6 +168,10 @@ pub enum CoordinateTransform {
     PytorchHalfPixel,
     AlignCorners,
     Asymmetric,
+    /// Samples the region the `roi` input gives (as fractions of each axis,
+    /// starts then ends) with align-corners spacing; outputs whose source
+    /// falls outside the input get `extrapolation_value`.
+    TfCropAndResize { extrapolation_value: f32 },
 }
 
 /// Resize's `nearest_mode`.
@@ -204,12 +208,24 @@ pub struct ResizeAttrs {
     /// Gives taps outside the input weight 0 and renormalises the rest
     /// (linear and cubic modes).
     pub exclude_outside: bool,
+    /// Linear and cubic: when shrinking an axis, stretch the filter by
+    /// 1/scale so every input element contributes.
+    pub antialias: bool,
 }
 
 impl ResizeAttrs {
-    /// Resizes every axis, takes `sizes` as given and clamps taps to the edge.
+    /// Resizes every axis, takes `sizes` as given, clamps taps to the edge and
+    /// does not antialias.
     pub fn new(mode: ResizeMode, coordinate_transform: CoordinateTransform, nearest_mode: NearestMode) -> ResizeAttrs {
-        ResizeAttrs { mode, coordinate_transform, nearest_mode, axes: None, keep_aspect_ratio: AspectRatioPolicy::Stretch, exclude_outside: false }
+        ResizeAttrs {
+            mode,
+            coordinate_transform,
+            nearest_mode,
+            axes: None,
+            keep_aspect_ratio: AspectRatioPolicy::Stretch,
+            exclude_outside: false,
+            antialias: false,
+        }
     }
 }
 
@@ -294,7 +310,7 @@ pub enum Op {
     Cast { to: DType },
     /// Inputs: data, pads, constant_value?, axes?.
     Pad { mode: PadMode },
-    /// Inputs: X, roi?, scales?, sizes?.
+    /// Inputs: X, roi? (only with `TfCropAndResize`), scales?, sizes?.
     Resize(ResizeAttrs),
     /// Inputs: start, limit, delta (scalars).
     Range,

@@ -131,6 +131,12 @@ pub(super) fn resize(ctx: &InferCtx) -> Result<TensorType, InferError> {
         }
     };
     let n = axes.len();
+    if let Some(roi) = ctx.opt_input(1) {
+        let fits = roi.dtype == DType::F32 && roi.rank() == 1 && roi.shape[0].known().is_none_or(|len| len == 2 * n);
+        if !fits {
+            return Err(ctx.err(format!("input `roi` must be {} f32 values (starts, then ends), it is {}{:?}", 2 * n, roi.dtype, roi.shape)));
+        }
+    }
     let mut shape = x.shape.clone();
     match (ctx.opt_input(2), ctx.input_value(3)) {
         (Some(_), Some(_)) => return Err(ctx.err("inputs `scales` and `sizes` are exclusive")),

@@ -9,6 +9,7 @@ use crate::front::onnx::error::{invalid, unsupported, ConvertResult};
 use crate::ir::{AspectRatioPolicy, CoordinateTransform, NearestMode, Op, ResizeAttrs, ResizeMode};
 use d2nn_runtime::Tensor;
 
+const ROI: usize = 1;
 const SCALES: usize = 2;
 const SIZES: usize = 3;
 
@@ -92,9 +93,12 @@ pub(super) fn resize(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
             return invalid(format!("attribute `{name}` exists only since opset 18"));
         }
     }
-    if ctx.attr_int_or("antialias", 0)? != 0 {
-        return unsupported("attribute `antialias` = 1 is not supported: d2nnc resizes without antialiasing filters");
-    }
+    // Antialiasing widens interpolation filters; nearest has none to widen.
+    let antialias = match ctx.attr_int_or("antialias", 0)? {
+        0 => false,
+        1 => mode != ResizeMode::Nearest,
+        v => return invalid(format!("attribute `antialias` = {v} must be 0 or 1")),
+    };
     let exclude_outside = match ctx.attr_int_or("exclude_outside", 0)? {
         0 => false,
         1 if mode == ResizeMode::Nearest => {
@@ -120,10 +124,13 @@ pub(super) fn resize(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
             "pytorch_half_pixel" => CoordinateTransform::PytorchHalfPixel,
             "align_corners" => CoordinateTransform::AlignCorners,
             "asymmetric" => CoordinateTransform::Asymmetric,
-            other @ ("tf_crop_and_resize" | "tf_half_pixel_for_nn") => {
-                return unsupported(format!(
-                    "attribute `coordinate_transformation_mode` = {other:?} is not supported: only half_pixel, half_pixel_symmetric, pytorch_half_pixel, align_corners and asymmetric are"
-                ))
+            "tf_crop_and_resize" => {
+                CoordinateTransform::TfCropAndResize { extrapolation_value: ctx.attr_float_or("extrapolation_value", 0.0)? }
+            }
+            "tf_half_pixel_for_nn" => {
+                return unsupported(
+                    "attribute `coordinate_transformation_mode` = \"tf_half_pixel_for_nn\" (opsets 11–12 only) is not supported",
+                )
             }
             other => return invalid(format!("attribute `coordinate_transformation_mode` = {other:?} is not a Resize mode")),
         };
@@ -134,10 +141,17 @@ pub(super) fn resize(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
             "ceil" => NearestMode::Ceil,
             other => return invalid(format!("attribute `nearest_mode` = {other:?} is not a Resize nearest mode")),
         };
-        ResizeAttrs { mode, coordinate_transform, nearest_mode, axes: None, keep_aspect_ratio, exclude_outside }
+        ResizeAttrs { mode, coordinate_transform, nearest_mode, axes: None, keep_aspect_ratio, exclude_outside, antialias }
     };
-    // `roi` only matters for tf_crop_and_resize, which is rejected above.
-    ctx.set_input(1, None);
+    if let CoordinateTransform::TfCropAndResize { .. } = attrs.coordinate_transform {
+        let empty = ctx.const_input(ROI).is_some_and(|t| t.is_empty());
+        if ctx.input(ROI).is_none() || empty {
+            return invalid("coordinate_transformation_mode \"tf_crop_and_resize\" needs the `roi` input");
+        }
+    } else {
+        // Only tf_crop_and_resize reads `roi`.
+        ctx.set_input(ROI, None);
+    }
     // An empty `scales` stands for "not given" (opsets 11–12 require the slot).
     let empty_scales = ctx.const_input(SCALES).is_some_and(|t| t.is_empty());
     if ctx.input(SIZES).is_some() || empty_scales {

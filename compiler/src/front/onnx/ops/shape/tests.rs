@@ -250,13 +250,29 @@ fn resize_10_uses_asymmetric_coordinates() {
 #[test]
 fn resize_rejects_what_it_does_not_implement_with_reasons() {
     let cases = [
-        (vec![("antialias", Attr::Int(1))], "antialias"),
-        (vec![("coordinate_transformation_mode", Attr::Str("tf_crop_and_resize"))], "tf_crop_and_resize"),
-        (vec![("exclude_outside", Attr::Int(1))], "exclude_outside"),
+        (12, vec![("coordinate_transformation_mode", Attr::Str("tf_half_pixel_for_nn"))], "tf_half_pixel_for_nn"),
+        (19, vec![("exclude_outside", Attr::Int(1))], "exclude_outside"),
     ];
-    for (attrs, word) in cases {
+    for (opset, attrs, word) in cases {
         let n = node("Resize", &["x", "", "s"], &["y"], attrs);
-        let err = run(19, iota(&[1, 4]), vec![n], vec![float_init("s", &[1.0, 2.0])], &["y"]).unwrap_err();
+        let err = run(opset, iota(&[1, 4]), vec![n], vec![float_init("s", &[1.0, 2.0])], &["y"]).unwrap_err();
         assert!(err.contains(word) && err.contains("not supported"), "{err}");
     }
+    let n = node("Resize", &["x", "", "s"], &["y"], vec![("coordinate_transformation_mode", Attr::Str("tf_crop_and_resize"))]);
+    let err = run(19, iota(&[1, 4]), vec![n], vec![float_init("s", &[1.0, 2.0])], &["y"]).unwrap_err();
+    assert!(err.contains("needs the `roi` input"), "{err}");
+}
+
+#[test]
+fn resize_crops_the_roi_and_fills_outside_it() {
+    // roi [0, 0.5] then [1, 1.5] of a 4-wide row, 3 samples each: at 0, 0.75, 1.5 and at 3, 3.75, 4.5 (the last two outside).
+    let attrs = || vec![("coordinate_transformation_mode", Attr::Str("tf_crop_and_resize")), ("mode", Attr::Str("linear")), ("extrapolation_value", Attr::Float(-1.0))];
+    let n = node("Resize", &["x", "roi", "", "sizes"], &["y"], attrs());
+    let inits = vec![float_init("roi", &[0.0, 0.0, 1.0, 0.5]), int_init("sizes", &[1, 3])];
+    let out = run(19, iota(&[1, 4]), vec![n], inits, &["y"]).unwrap();
+    assert_eq!(out[0], floats(&[1, 3], &[0.0, 0.75, 1.5]));
+    let n = node("Resize", &["x", "roi", "", "sizes"], &["y"], attrs());
+    let inits = vec![float_init("roi", &[0.0, 1.0, 1.0, 1.5]), int_init("sizes", &[1, 3])];
+    let out = run(19, iota(&[1, 4]), vec![n], inits, &["y"]).unwrap();
+    assert_eq!(out[0], floats(&[1, 3], &[3.0, -1.0, -1.0]));
 }
