@@ -16,6 +16,14 @@ use d2nn_runtime::Tensor;
 use ndarray::ArrayD;
 
 pub(super) fn eval(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
+    match ctx.op() {
+        Op::LayerNorm { axis, epsilon } => return norm::layer_norm(ctx, *axis, *epsilon),
+        Op::Pool { kind, attrs } if ctx.num_outputs() == 2 => {
+            let (values, indices) = pool::pool_with_indices(f32_input(ctx, 0)?, *kind, attrs)?;
+            return Ok(vec![values, indices]);
+        }
+        _ => {}
+    }
     let out = match ctx.op() {
         Op::Conv(attrs) => convolution::conv(ctx, attrs)?,
         Op::ConvTranspose(attrs) => convolution::conv_transpose(ctx, attrs)?,
@@ -23,7 +31,6 @@ pub(super) fn eval(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
         Op::GlobalPool { kind } => pool::global_pool(f32_input(ctx, 0)?, *kind)?,
         Op::BatchNorm { epsilon } => norm::batch_norm(ctx, *epsilon)?,
         Op::InstanceNorm { epsilon } => norm::instance_norm(ctx, *epsilon)?,
-        Op::LayerNorm { axis, epsilon } => norm::layer_norm(ctx, *axis, *epsilon)?,
         Op::Lrn { size, alpha, beta, bias } => norm::lrn(f32_input(ctx, 0)?, *size, *alpha, *beta, *bias)?,
         Op::Softmax { axis, log, coerce_2d } => norm::softmax(f32_input(ctx, 0)?, *axis, *log, *coerce_2d)?,
         other => return Err(format!("{} is not an op of the conv family", other.name())),

@@ -17,7 +17,7 @@ use ndarray::{ArrayD, Axis, Dimension, IxDyn, Slice};
 pub(super) fn eval(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
     let one = |t: Tensor| Ok(vec![t]);
     match ctx.op() {
-        Op::Identity => one(ctx.input(0)?.clone()),
+        Op::Identity => identity(ctx),
         Op::Flatten { axis } => one(flatten(ctx.input(0)?, *axis)?),
         Op::Reshape { allowzero } => one(reshape(ctx, *allowzero)?),
         Op::Transpose { perm } => one(transpose(ctx.input(0)?, perm)?),
@@ -40,6 +40,20 @@ pub(super) fn eval(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
         Op::Range => one(range(ctx)?),
         Op::ConstantOfShape { value } => one(constant_of_shape(ctx, value)?),
         other => Err(format!("{} is not a shape op", other.name())),
+    }
+}
+
+/// X, and for a second output (Dropout's inference-time `mask`) all `true`
+/// in X's shape: nothing is dropped.
+fn identity(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
+    let x = ctx.input(0)?;
+    match ctx.num_outputs() {
+        1 => Ok(vec![x.clone()]),
+        2 => {
+            let mask = Tensor::from_bool(x.shape(), vec![true; x.len()]).map_err(|e| e.to_string())?;
+            Ok(vec![x.clone(), mask])
+        }
+        n => Err(format!("has {n} outputs, expected the data and optionally a mask")),
     }
 }
 

@@ -55,7 +55,11 @@ pub struct PoolAttrs {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum PoolKind {
-    Max,
+    /// Maximum. A MaxPool node may have a second output, `Indices` (i64): the
+    /// flat position of each maximum in X, counting batch and channel planes
+    /// row-major and the spatial position within a plane row-major, or
+    /// column-major when `column_major_indices` (ONNX `storage_order = 1`).
+    Max { column_major_indices: bool },
     /// Average; `count_include_pad` decides whether pads count in the divisor.
     Average { count_include_pad: bool },
 }
@@ -142,21 +146,32 @@ pub enum PadMode {
     Constant,
     Reflect,
     Edge,
+    /// Wrap-around: the axis repeats periodically, as if on a torus.
+    Wrap,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ResizeMode {
     Nearest,
     Linear,
+    /// Keys' cubic convolution with parameter `a` (ONNX `cubic_coeff_a`).
+    Cubic { coeff_a: f32 },
 }
 
 /// Resize's `coordinate_transformation_mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum CoordinateTransform {
     HalfPixel,
+    /// Like `HalfPixel`, shifted so the input's centre maps to the output's
+    /// centre when the output length was rounded.
+    HalfPixelSymmetric,
     PytorchHalfPixel,
     AlignCorners,
     Asymmetric,
+    /// Samples the region the `roi` input gives (as fractions of each axis,
+    /// starts then ends) with align-corners spacing; outputs whose source
+    /// falls outside the input get `extrapolation_value`.
+    TfCropAndResize { extrapolation_value: f32 },
 }
 
 /// Resize's `nearest_mode`.
@@ -168,11 +183,50 @@ pub enum NearestMode {
     Ceil,
 }
 
+/// Resize's `keep_aspect_ratio_policy`, which applies to `sizes` only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AspectRatioPolicy {
+    /// Each resized axis gets exactly its requested size.
+    Stretch,
+    /// One scale for every resized axis, the smallest `size / input`: the
+    /// result fits within the requested sizes.
+    NotLarger,
+    /// One scale for every resized axis, the largest `size / input`: the
+    /// result covers the requested sizes.
+    NotSmaller,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResizeAttrs {
     pub mode: ResizeMode,
     pub coordinate_transform: CoordinateTransform,
     pub nearest_mode: NearestMode,
+    /// The axes that `scales` or `sizes` list, in their order (distinct,
+    /// non-negative); `None` means every axis in order.
+    pub axes: Option<Vec<usize>>,
+    pub keep_aspect_ratio: AspectRatioPolicy,
+    /// Gives taps outside the input weight 0 and renormalises the rest
+    /// (linear and cubic modes).
+    pub exclude_outside: bool,
+    /// Linear and cubic: when shrinking an axis, stretch the filter by
+    /// 1/scale so every input element contributes.
+    pub antialias: bool,
+}
+
+impl ResizeAttrs {
+    /// Resizes every axis, takes `sizes` as given, clamps taps to the edge and
+    /// does not antialias.
+    pub fn new(mode: ResizeMode, coordinate_transform: CoordinateTransform, nearest_mode: NearestMode) -> ResizeAttrs {
+        ResizeAttrs {
+            mode,
+            coordinate_transform,
+            nearest_mode,
+            axes: None,
+            keep_aspect_ratio: AspectRatioPolicy::Stretch,
+            exclude_outside: false,
+            antialias: false,
+        }
+    }
 }
 
 /// An operator and its attributes.
@@ -223,6 +277,8 @@ pub enum Op {
 
     // ── shape and indexing ──
     /// Inputs: X, or nothing else: the output's type gives the shape.
+    /// Outputs: X and, optionally, an all-true bool tensor of X's shape
+    /// (inference-time Dropout's `mask`: nothing is dropped).
     Identity,
     /// Inputs: X.
     Flatten { axis: i64 },
@@ -254,7 +310,7 @@ pub enum Op {
     Cast { to: DType },
     /// Inputs: data, pads, constant_value?, axes?.
     Pad { mode: PadMode },
-    /// Inputs: X, roi?, scales?, sizes?.
+    /// Inputs: X, roi? (only with `TfCropAndResize`), scales?, sizes?.
     Resize(ResizeAttrs),
     /// Inputs: start, limit, delta (scalars).
     Range,
@@ -345,9 +401,9 @@ impl Op {
             Op::Conv(_) => "Conv",
             Op::ConvTranspose(_) => "ConvTranspose",
             Op::BatchNorm { .. } => "BatchNormalization",
-            Op::Pool { kind: PoolKind::Max, .. } => "MaxPool",
+            Op::Pool { kind: PoolKind::Max { .. }, .. } => "MaxPool",
             Op::Pool { kind: PoolKind::Average { .. }, .. } => "AveragePool",
-            Op::GlobalPool { kind: PoolKind::Max } => "GlobalMaxPool",
+            Op::GlobalPool { kind: PoolKind::Max { .. } } => "GlobalMaxPool",
             Op::GlobalPool { kind: PoolKind::Average { .. } } => "GlobalAveragePool",
             Op::Lrn { .. } => "LRN",
             Op::Gemm { .. } => "Gemm",
@@ -406,7 +462,8 @@ impl Op {
             Op::ConvTranspose(a) => format!("{a:?}"),
             Op::BatchNorm { epsilon } => format!("epsilon: {epsilon:?}"),
             Op::Pool { kind, attrs } => match kind {
-                PoolKind::Max => format!("{attrs:?}"),
+                PoolKind::Max { column_major_indices: false } => format!("{attrs:?}"),
+                PoolKind::Max { column_major_indices: true } => format!("{attrs:?}, column_major_indices: true"),
                 PoolKind::Average { count_include_pad } => format!("{attrs:?}, count_include_pad: {count_include_pad}"),
             },
             Op::GlobalPool { .. } | Op::MatMul | Op::Clip | Op::Where | Op::Identity | Op::Slice => String::new(),

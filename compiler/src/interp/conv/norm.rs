@@ -78,8 +78,10 @@ fn broadcast_onto(ctx: &EvalCtx, i: usize, what: &str, dims: &[usize]) -> Result
     Ok(Some(b.iter().map(|&v| f64::from(v)).collect()))
 }
 
-/// Standardises over the dims from `axis` on, then `· scale + bias`.
-pub(super) fn layer_norm(ctx: &EvalCtx, axis: i64, epsilon: f32) -> Result<Tensor, String> {
+/// Standardises over the dims from `axis` on, then `· scale + bias`. Also
+/// returns, as the node's output count asks, each row's mean and
+/// `1 / sqrt(var + epsilon)` (shaped like X with the normalised dims as 1).
+pub(super) fn layer_norm(ctx: &EvalCtx, axis: i64, epsilon: f32) -> Result<Vec<Tensor>, String> {
     let x = f32_input(ctx, 0)?;
     let axis = util::axis(axis, x.ndim())?;
     let normalized = &x.shape()[axis..];
@@ -88,15 +90,29 @@ pub(super) fn layer_norm(ctx: &EvalCtx, axis: i64, epsilon: f32) -> Result<Tenso
     let bias = broadcast_onto(ctx, 2, "bias", normalized)?;
     let xs = row_major(x);
     let mut out = Vec::with_capacity(xs.len());
-    for values in xs.chunks(row.max(1)) {
+    let (mut means, mut inv_std_devs) = (Vec::new(), Vec::new());
+    // An empty row still has a (NaN) mean, as numpy gives; `chunks` would skip it.
+    let rows: usize = x.shape()[..axis].iter().product();
+    for r in 0..rows {
+        let values = &xs[r * row..(r + 1) * row];
         let (mean, var) = moments(values);
         let inv_std = 1.0 / (var + f64::from(epsilon)).sqrt();
         out.extend(values.iter().enumerate().map(|(j, &v)| {
             let shifted = bias.as_ref().map_or(0.0, |b| b[j]);
             ((f64::from(v) - mean) * inv_std * scale[j] + shifted) as f32
         }));
+        means.push(mean as f32);
+        inv_std_devs.push(inv_std as f32);
     }
-    tensor(x.shape(), out)
+    let mut stats_shape = x.shape().to_vec();
+    stats_shape[axis..].fill(1);
+    let mut outs = vec![tensor(x.shape(), out)?, tensor(&stats_shape, means)?, tensor(&stats_shape, inv_std_devs)?];
+    let wanted = ctx.num_outputs();
+    if !(1..=3).contains(&wanted) {
+        return Err(format!("has {wanted} outputs, expected Y and optionally Mean and InvStdDev"));
+    }
+    outs.truncate(wanted);
+    Ok(outs)
 }
 
 /// `y = x / (bias + alpha/size · Σ x²)^beta`, the sum running over the

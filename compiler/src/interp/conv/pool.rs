@@ -5,7 +5,8 @@
 //! (only in ceil mode, where the last window may overhang). Max takes input
 //! elements only; Average divides by the input elements, plus the padding
 //! ones when `count_include_pad` is set; overhanging taps never count. This is
-//! the ONNX reference (`op_pool_common.py`) rule.
+//! the ONNX reference (`op_pool_common.py`) rule. MaxPool's optional
+//! `Indices` output follows `op_max_pool.py`.
 
 use super::{indices, row_major, strides, tensor, window_axes, AxisWindow, SameRule};
 use crate::ir::{PoolAttrs, PoolKind};
@@ -40,7 +41,31 @@ fn tap(axes: &[AxisWindow], plane_strides: &[usize], out: &[usize], k: &[usize])
     }
 }
 
+/// The pooled values.
 pub(super) fn pool(x: &ArrayD<f32>, kind: PoolKind, a: &PoolAttrs) -> Result<Tensor, String> {
+    let (values, _) = pool_with_indices(x, kind, a)?;
+    Ok(values)
+}
+
+/// The flat index of spatial position `position` within a channel plane:
+/// row-major, or column-major (first axis fastest) as `storage_order = 1` asks.
+fn plane_index(position: &[usize], dims: &[usize], column_major: bool) -> usize {
+    if !column_major {
+        return position.iter().zip(strides(dims)).map(|(&p, s)| p * s).sum();
+    }
+    let mut index = 0;
+    let mut stride = 1;
+    for (&p, &d) in position.iter().zip(dims) {
+        index += p * stride;
+        stride *= d;
+    }
+    index
+}
+
+/// The pooled values, and for MaxPool the `Indices` output: each maximum's
+/// flat position in X (batch and channel planes included), the first one
+/// in window order on ties, -1 for a window with no input element.
+pub(super) fn pool_with_indices(x: &ArrayD<f32>, kind: PoolKind, a: &PoolAttrs) -> Result<(Tensor, Tensor), String> {
     let spatial = a.kernel.len();
     if x.ndim() != spatial + 2 {
         return Err(format!("input has rank {}, expected {} for a {spatial}-D kernel", x.ndim(), spatial + 2));
@@ -53,12 +78,14 @@ pub(super) fn pool(x: &ArrayD<f32>, kind: PoolKind, a: &PoolAttrs) -> Result<Ten
     let xs = row_major(x);
     let taps = indices(&a.kernel);
     let positions = indices(&out_spatial);
+    let column_major = matches!(kind, PoolKind::Max { column_major_indices: true });
     let mut out = Vec::with_capacity(batch * channels * positions.len());
+    let mut argmax = Vec::with_capacity(out.capacity());
     for nc in 0..batch * channels {
         let base = nc * plane;
         for o in &positions {
             let (mut inputs, mut pads) = (0usize, 0usize);
-            let (mut sum, mut max) = (0f64, f32::NAN);
+            let (mut sum, mut max, mut max_at) = (0f64, f32::NAN, None);
             for k in &taps {
                 match tap(&axes, &plane_strides, o, k) {
                     Tap::Input(offset) => {
@@ -69,6 +96,7 @@ pub(super) fn pool(x: &ArrayD<f32>, kind: PoolKind, a: &PoolAttrs) -> Result<Ten
                         // `max` means no value yet.
                         if !v.is_nan() && (max.is_nan() || v > max) {
                             max = v;
+                            max_at = Some(offset);
                         }
                     }
                     Tap::Padding => pads += 1,
@@ -76,17 +104,26 @@ pub(super) fn pool(x: &ArrayD<f32>, kind: PoolKind, a: &PoolAttrs) -> Result<Ten
                 }
             }
             out.push(match kind {
-                PoolKind::Max => max,
+                PoolKind::Max { .. } => max,
                 PoolKind::Average { count_include_pad } => {
                     let count = if count_include_pad { inputs + pads } else { inputs };
                     (sum / count as f64) as f32
                 }
             });
+            argmax.push(match max_at {
+                Some(offset) => {
+                    // `offset` is row-major within the plane; renumber it as asked.
+                    let position: Vec<usize> = plane_strides.iter().zip(in_spatial).map(|(&s, &d)| offset / s % d).collect();
+                    i64::try_from(base + plane_index(&position, in_spatial, column_major)).map_err(|e| e.to_string())?
+                }
+                None => -1,
+            });
         }
     }
     let mut shape = vec![batch, channels];
     shape.extend(&out_spatial);
-    tensor(&shape, out)
+    let argmax = Tensor::from_i64(&shape, argmax).map_err(|e| e.to_string())?;
+    Ok((tensor(&shape, out)?, argmax))
 }
 
 /// Reduces every spatial axis to size 1. Global max propagates NaN, like the
@@ -102,8 +139,8 @@ pub(super) fn global_pool(x: &ArrayD<f32>, kind: PoolKind) -> Result<Tensor, Str
         .map(|nc| {
             let values = &xs[nc * plane..(nc + 1) * plane];
             match kind {
-                PoolKind::Max if values.is_empty() => f32::NAN,
-                PoolKind::Max => values.iter().copied().fold(f32::NEG_INFINITY, |m, v| if v.is_nan() || m.is_nan() { f32::NAN } else { m.max(v) }),
+                PoolKind::Max { .. } if values.is_empty() => f32::NAN,
+                PoolKind::Max { .. } => values.iter().copied().fold(f32::NEG_INFINITY, |m, v| if v.is_nan() || m.is_nan() { f32::NAN } else { m.max(v) }),
                 PoolKind::Average { .. } => (values.iter().map(|&v| f64::from(v)).sum::<f64>() / plane as f64) as f32,
             }
         })

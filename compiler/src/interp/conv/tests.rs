@@ -58,7 +58,7 @@ fn pooling_same_pads_ignore_dilation_and_may_shift_windows_inward() {
     // Kernel 1 < stride 3 over 3 elements: total -2, the single window reads the middle element.
     let x = array(&[1, 1, 3], vec![1.0, 2.0, 3.0]);
     let attrs = PoolAttrs { padding: Padding::SameUpper, ..pool_1d(1, 3, [0, 0], false) };
-    assert_close(&values(&pool::pool(&x, PoolKind::Max, &attrs).unwrap()), &[2.0]);
+    assert_close(&values(&pool::pool(&x, PoolKind::Max { column_major_indices: false }, &attrs).unwrap()), &[2.0]);
 }
 
 #[test]
@@ -88,7 +88,32 @@ fn max_pool_skips_nan_and_honours_dilation() {
     let x = array(&[1, 1, 5], vec![1.0, f32::NAN, 7.0, -2.0, 4.0]);
     let attrs = PoolAttrs { dilations: vec![2], ..pool_1d(2, 1, [0, 0], false) };
     // Windows {0,2}, {1,3}, {2,4}.
-    assert_close(&values(&pool::pool(&x, PoolKind::Max, &attrs).unwrap()), &[7.0, -2.0, 7.0]);
+    assert_close(&values(&pool::pool(&x, PoolKind::Max { column_major_indices: false }, &attrs).unwrap()), &[7.0, -2.0, 7.0]);
+}
+
+#[test]
+fn max_pool_indices_count_planes_and_follow_the_storage_order() {
+    let plane = [1.0, 5.0, 2.0, 7.0, 0.0, 3.0];
+    let x = array(&[2, 1, 2, 3], plane.iter().chain(&plane).copied().collect());
+    let attrs = PoolAttrs { kernel: vec![2, 2], strides: vec![1, 1], dilations: vec![1, 1], padding: Padding::Explicit(vec![0; 4]), ceil_mode: false };
+    let row = pool::pool_with_indices(&x, PoolKind::Max { column_major_indices: false }, &attrs).unwrap();
+    assert_eq!(values(&row.0), vec![7.0, 5.0, 7.0, 5.0]);
+    // 7 sits at (1, 0) and 5 at (0, 1); the second batch's plane starts at 6.
+    assert_eq!(row.1.to_i64_vec(), vec![3, 1, 9, 7]);
+    let column = pool::pool_with_indices(&x, PoolKind::Max { column_major_indices: true }, &attrs).unwrap();
+    assert_eq!(column.1.to_i64_vec(), vec![1, 2, 7, 8]);
+}
+
+#[test]
+fn max_pool_indices_name_the_first_of_tied_maxima() {
+    let x = array(&[1, 1, 4], vec![2.0, 2.0, f32::NAN, 1.0]);
+    let attrs = pool_1d(2, 2, [0, 0], false);
+    let (y, indices) = pool::pool_with_indices(&x, PoolKind::Max { column_major_indices: false }, &attrs).unwrap();
+    assert_eq!(values(&y), vec![2.0, 1.0]);
+    assert_eq!(indices.to_i64_vec(), vec![0, 3]);
+    // Through the interpreter, with the inferred i64 type.
+    let outs = run_outputs(Op::Pool { kind: PoolKind::Max { column_major_indices: false }, attrs }, Tensor::F32(x), vec![], 2).unwrap();
+    assert_eq!(outs[1], Tensor::from_i64(&[1, 1, 2], vec![0, 3]).unwrap());
 }
 
 #[test]
@@ -97,7 +122,7 @@ fn global_pools_keep_spatial_axes_as_ones() {
     let avg = pool::global_pool(&x, PoolKind::Average { count_include_pad: false }).unwrap();
     assert_eq!(avg.shape(), &[1, 2, 1, 1]);
     assert_close(&values(&avg), &[2.5, -2.5]);
-    assert_close(&values(&pool::global_pool(&x, PoolKind::Max).unwrap()), &[4.0, -1.0]);
+    assert_close(&values(&pool::global_pool(&x, PoolKind::Max { column_major_indices: false }).unwrap()), &[4.0, -1.0]);
 }
 
 #[test]
@@ -132,6 +157,11 @@ fn lrn_sums_squares_over_the_channel_window() {
 
 /// Runs one node on a graph whose first input is `x` and other inputs constants.
 fn run(op: Op, x: Tensor, consts: Vec<Tensor>) -> Result<Tensor, String> {
+    run_outputs(op, x, consts, 1).map(|mut v| v.remove(0))
+}
+
+/// Like [`run`] for a node with `outputs` outputs, all of them graph outputs.
+fn run_outputs(op: Op, x: Tensor, consts: Vec<Tensor>, outputs: usize) -> Result<Vec<Tensor>, String> {
     let mut g = Graph::new("t");
     let xv = g.add_input("x", TensorType::fixed(x.dtype(), x.shape()));
     let mut inputs = vec![Some(xv)];
@@ -139,13 +169,32 @@ fn run(op: Op, x: Tensor, consts: Vec<Tensor>) -> Result<Tensor, String> {
         inputs.push(Some(g.add_const(&format!("c{i}"), c)));
     }
     let root = g.root;
-    let node = g.add_node(root, "n", op, inputs, vec![("y".into(), TensorType::scalar(x.dtype()))]);
-    let ty = infer_node(&g, node).map_err(|e| e.to_string())?.remove(0);
-    let y = g.nodes[node].outputs[0];
-    g.values[y].ty = ty;
-    g.regions[root].outputs = vec![y];
+    let outs = (0..outputs).map(|i| (format!("y{i}"), TensorType::scalar(x.dtype()))).collect();
+    let node = g.add_node(root, "n", op, inputs, outs);
+    let types = infer_node(&g, node).map_err(|e| e.to_string())?;
+    let values = g.nodes[node].outputs.clone();
+    for (&v, ty) in values.iter().zip(types) {
+        g.values[v].ty = ty;
+    }
+    g.regions[root].outputs = values;
     let feeds = HashMap::from([("x".to_string(), x)]);
-    crate::interp::run(&g, &feeds).map(|mut v| v.remove(0)).map_err(|e| e.to_string())
+    crate::interp::run(&g, &feeds).map_err(|e| e.to_string())
+}
+
+#[test]
+fn layer_norm_returns_the_row_statistics_it_used() {
+    let x = Tensor::from_f32(&[2, 1, 2], vec![1.0, 3.0, -2.0, -2.0]).unwrap();
+    let scale = Tensor::from_f32(&[2], vec![1.0, 2.0]).unwrap();
+    let outs = run_outputs(Op::LayerNorm { axis: -2, epsilon: 0.0 }, x.clone(), vec![scale.clone()], 3).unwrap();
+    assert_eq!(outs[1].shape(), &[2, 1, 1]);
+    assert_eq!(values(&outs[1]), vec![2.0, -2.0]);
+    // Row 0 has variance 1; row 1 is constant, so with epsilon 0 its deviation is 0.
+    assert_eq!(values(&outs[2]), vec![1.0, f32::INFINITY]);
+    assert_close(&values(&outs[0])[..2], &[-1.0, 2.0]);
+    // Fewer outputs: only the ones asked for.
+    let outs = run_outputs(Op::LayerNorm { axis: -1, epsilon: 1e-5 }, x, vec![scale], 2).unwrap();
+    assert_eq!(outs.len(), 2);
+    assert_eq!(outs[1].shape(), &[2, 1, 1]);
 }
 
 fn conv_attrs(kernel: Vec<usize>, strides: Vec<usize>, dilations: Vec<usize>, pads: Vec<usize>, group: usize) -> ConvAttrs {
@@ -249,7 +298,7 @@ proptest! {
     ) {
         let padding = same.unwrap_or(Padding::Explicit(pads));
         let x = Tensor::from_f32(&[1, 2, size[0], size[1]], (0..2 * size[0] * size[1]).map(|i| i as f32).collect()).unwrap();
-        let kind = if average { PoolKind::Average { count_include_pad: ceil_mode } } else { PoolKind::Max };
+        let kind = if average { PoolKind::Average { count_include_pad: ceil_mode } } else { PoolKind::Max { column_major_indices: false } };
         let attrs = PoolAttrs { kernel: kernel.clone(), strides: stride.clone(), dilations: dilation.clone(), padding: padding.clone(), ceil_mode };
         if let Err(e) = run(Op::Pool { kind, attrs }, x.clone(), vec![]) {
             prop_assert!(e.contains("window spans"), "{}", e);

@@ -67,10 +67,10 @@ proptest! {
     }
 
     #[test]
-    fn pad_then_crop_is_identity(shape in shape_strategy(), pads_seed in prop::collection::vec(0i64..3, 8), mode in 0usize..3) {
+    fn pad_then_crop_is_identity(shape in shape_strategy(), pads_seed in prop::collection::vec(0i64..3, 8), mode in 0usize..4) {
         let x = iota(&shape);
         let r = shape.len();
-        let mode = [PadMode::Constant, PadMode::Edge, PadMode::Reflect][mode];
+        let mode = [PadMode::Constant, PadMode::Edge, PadMode::Reflect, PadMode::Wrap][mode];
         // Reflect pads wider than the axis are allowed (numpy mirrors again).
         let pads: Vec<i64> = pads_seed[..2 * r].to_vec();
         let padded = run_op(Op::Pad { mode }, &x, vec![ints(&pads)], 1).unwrap().remove(0);
@@ -106,7 +106,7 @@ proptest! {
         let x = iota(&shape);
         let scales: Vec<f32> = (0..shape.len()).map(|i| if i == shape.len() - 1 { k as f32 } else { 1.0 }).collect();
         for transform in [CoordinateTransform::Asymmetric, CoordinateTransform::HalfPixel] {
-            let attrs = ResizeAttrs { mode: ResizeMode::Nearest, coordinate_transform: transform, nearest_mode: NearestMode::Floor };
+            let attrs = ResizeAttrs::new(ResizeMode::Nearest, transform, NearestMode::Floor);
             let scales = Some(Tensor::from_f32(&[shape.len()], scales.clone()).unwrap());
             let y = run_op(Op::Resize(attrs), &x, vec![None, scales], 1).unwrap().remove(0);
             let last = *shape.last().unwrap();
@@ -142,13 +142,94 @@ fn concat(parts: &[Tensor], axis: i64) -> Tensor {
 fn linear_resize_matches_the_reference_values() {
     // onnx test_resize_upsample_scales_linear_align_corners, first row.
     let x = Tensor::from_f32(&[1, 1, 2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
-    let attrs = ResizeAttrs { mode: ResizeMode::Linear, coordinate_transform: CoordinateTransform::AlignCorners, nearest_mode: NearestMode::Floor };
+    let attrs = ResizeAttrs::new(ResizeMode::Linear, CoordinateTransform::AlignCorners, NearestMode::Floor);
     let scales = Some(Tensor::from_f32(&[4], vec![1.0, 1.0, 2.0, 2.0]).unwrap());
     let y = run_op(Op::Resize(attrs), &x, vec![None, scales], 1).unwrap().remove(0).to_f32_vec();
     let want = [1.0, 1.333_333_3, 1.666_666_7, 2.0];
     for (g, w) in y[..4].iter().zip(want) {
         assert!((g - w).abs() < 1e-6, "{y:?}");
     }
+}
+
+/// Runs a Resize whose `scales` or `sizes` is a graph input, as when they are computed.
+fn resize_with_runtime_operand(attrs: ResizeAttrs, x: &Tensor, operand: Tensor) -> Result<Tensor, String> {
+    let mut g = Graph::new("t");
+    let xv = g.add_input("x", TensorType::fixed(x.dtype(), x.shape()));
+    let ov = g.add_input("o", TensorType::fixed(operand.dtype(), operand.shape()));
+    let inputs = if operand.dtype() == d2nn_runtime::DType::F32 { vec![Some(xv), None, Some(ov)] } else { vec![Some(xv), None, None, Some(ov)] };
+    let root = g.root;
+    let node = g.add_node(root, "n", Op::Resize(attrs), inputs, vec![("y".into(), TensorType::scalar(x.dtype()))]);
+    g.regions[root].outputs = g.nodes[node].outputs.clone();
+    infer::run(&mut g).map_err(|e| e.to_string())?;
+    let feeds = HashMap::from([("x".to_string(), x.clone()), ("o".to_string(), operand)]);
+    interp::run(&g, &feeds).map(|mut v| v.remove(0)).map_err(|e| e.to_string())
+}
+
+#[test]
+fn resize_axes_pair_runtime_scales_with_the_listed_axes() {
+    let attrs = ResizeAttrs { axes: Some(vec![1, 0]), ..ResizeAttrs::new(ResizeMode::Nearest, CoordinateTransform::Asymmetric, NearestMode::Floor) };
+    let scales = Tensor::from_f32(&[2], vec![2.0, 1.0]).unwrap();
+    let y = resize_with_runtime_operand(attrs.clone(), &iota(&[2, 2]), scales).unwrap();
+    assert_eq!(y, Tensor::from_f32(&[2, 4], vec![0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]).unwrap());
+    let err = resize_with_runtime_operand(attrs, &iota(&[2, 2]), Tensor::from_f32(&[3], vec![1.0; 3]).unwrap()).unwrap_err();
+    assert!(err.contains("3 elements for 2 resized axes"), "{err}");
+}
+
+#[test]
+fn resize_keeps_the_aspect_ratio_as_the_reference_does() {
+    let base = ResizeAttrs::new(ResizeMode::Nearest, CoordinateTransform::HalfPixel, NearestMode::RoundPreferFloor);
+    let sizes = Tensor::vec_i64(vec![5, 5]);
+    let not_larger = ResizeAttrs { keep_aspect_ratio: crate::ir::AspectRatioPolicy::NotLarger, ..base.clone() };
+    let y = resize_with_runtime_operand(not_larger, &iota(&[2, 3]), sizes.clone()).unwrap();
+    // One scale, min(5/2, 5/3): 2×3 becomes 3×5.
+    assert_eq!(y, Tensor::from_f32(&[3, 5], vec![0., 0., 1., 2., 2., 0., 0., 1., 2., 2., 3., 3., 4., 5., 5.]).unwrap());
+    let not_smaller = ResizeAttrs { keep_aspect_ratio: crate::ir::AspectRatioPolicy::NotSmaller, ..base };
+    let y = resize_with_runtime_operand(not_smaller.clone(), &iota(&[2, 3]), sizes.clone()).unwrap();
+    assert_eq!(y.shape(), &[5, 8]);
+    assert_eq!(y.to_f32_vec()[..8], [0., 0., 0., 1., 1., 2., 2., 2.]);
+    // With constant sizes, inference knows the kept-aspect shape.
+    let y = run_op(Op::Resize(not_smaller), &iota(&[2, 3]), vec![None, None, Some(sizes)], 1).unwrap().remove(0);
+    assert_eq!(y.shape(), &[5, 8]);
+}
+
+#[test]
+fn half_pixel_symmetric_centres_a_rounded_output() {
+    // The reference: [0, 1, 4, 9, 16] scaled by 0.7 (3 outputs of a nominal 3.5).
+    let x = Tensor::from_f32(&[1, 5], vec![0.0, 1.0, 4.0, 9.0, 16.0]).unwrap();
+    let scales = Some(Tensor::from_f32(&[2], vec![1.0, 0.7]).unwrap());
+    let expect = |transform, want: [f32; 3]| {
+        let attrs = ResizeAttrs::new(ResizeMode::Linear, transform, NearestMode::Floor);
+        let y = run_op(Op::Resize(attrs), &x, vec![None, scales.clone()], 1).unwrap().remove(0).to_f32_vec();
+        for (g, w) in y.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "{transform:?}: {y:?}");
+        }
+    };
+    expect(CoordinateTransform::HalfPixelSymmetric, [0.571_428_55, 4.0, 12.0]);
+    expect(CoordinateTransform::HalfPixel, [0.214_285_73, 2.928_571_5, 9.5]);
+}
+
+#[test]
+fn cubic_exclude_outside_renormalises_the_inner_taps() {
+    // The reference with a = -0.5, exclude_outside = 1, upsampling [0, 1, 2, 3] by 2.
+    let attrs = ResizeAttrs { exclude_outside: true, ..ResizeAttrs::new(ResizeMode::Cubic { coeff_a: -0.5 }, CoordinateTransform::HalfPixel, NearestMode::Floor) };
+    let scales = Some(Tensor::from_f32(&[2], vec![1.0, 2.0]).unwrap());
+    let y = run_op(Op::Resize(attrs), &iota(&[1, 4]), vec![None, scales], 1).unwrap().remove(0).to_f32_vec();
+    let want = [-0.088_235_29, 0.167_883_21, 0.709_923_7, 1.25, 1.75, 2.290_076_3, 2.832_116_8, 3.088_235_3];
+    for (g, w) in y.iter().zip(want) {
+        assert!((g - w).abs() < 1e-5, "{y:?}");
+    }
+}
+
+#[test]
+fn wrap_pad_repeats_the_axis_like_numpy() {
+    // np.pad([0, 1, 2], (4, 2), mode="wrap")
+    let y = run_op(Op::Pad { mode: PadMode::Wrap }, &iota(&[3]), vec![ints(&[4, 2])], 1).unwrap().remove(0);
+    assert_eq!(y.to_f32_vec(), vec![2.0, 0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 0.0, 1.0]);
+    // A negative begin pad crops first; the end then wraps over what is kept.
+    let y = run_op(Op::Pad { mode: PadMode::Wrap }, &iota(&[4]), vec![ints(&[-1, 2])], 1).unwrap().remove(0);
+    assert_eq!(y.to_f32_vec(), vec![1.0, 2.0, 3.0, 1.0, 2.0]);
+    let err = run_op(Op::Pad { mode: PadMode::Wrap }, &iota(&[2]), vec![ints(&[-2, 1])], 1).unwrap_err();
+    assert!(err.contains("no element"), "{err}");
 }
 
 #[test]

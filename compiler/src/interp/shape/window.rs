@@ -1,4 +1,5 @@
 //! Slice and Pad kernels: per-axis index arithmetic, element by element.
+//! Negative pads crop before the other side is extended (slice, then pad).
 
 use super::{axes, check_volume, ints, pick};
 use crate::interp::EvalCtx;
@@ -35,31 +36,40 @@ pub(super) fn slice(ctx: &EvalCtx) -> Result<Tensor, String> {
     Ok(map_tensor_same!(x, arr => pick(arr, &shape, source)))
 }
 
-/// Where output coordinate `x` (already shifted by the begin pad) reads from
-/// an axis of `d` elements, or `None` for the constant fill.
-fn pad_source(x: i64, d: i64, mode: PadMode) -> Option<usize> {
-    if (0..d).contains(&x) {
+/// Where input coordinate `x` (the output coordinate shifted by the begin
+/// pad) reads from, or `None` for the constant fill. Negative pads crop
+/// first, so the non-constant modes extend the kept range `lo..hi`.
+fn pad_source(x: i64, lo: i64, hi: i64, mode: PadMode) -> Option<usize> {
+    if (lo..hi).contains(&x) {
         return Some(x as usize);
     }
-    match mode {
-        PadMode::Constant => None,
-        PadMode::Edge => Some(x.clamp(0, d - 1) as usize),
-        PadMode::Reflect if d == 1 => Some(0),
+    let len = hi - lo;
+    let offset = match mode {
+        PadMode::Constant => return None,
+        PadMode::Edge => (x - lo).clamp(0, len - 1),
+        PadMode::Reflect if len == 1 => 0,
         PadMode::Reflect => {
             // Mirror without repeating the edge, periodically as numpy does for wide pads.
-            let period = 2 * (d - 1);
-            let m = x.rem_euclid(period);
-            Some(if m < d { m } else { period - m } as usize)
+            let period = 2 * (len - 1);
+            let m = (x - lo).rem_euclid(period);
+            if m < len { m } else { period - m }
         }
-    }
+        PadMode::Wrap => (x - lo).rem_euclid(len),
+    };
+    Some((lo + offset) as usize)
 }
 
-fn pad_array<T: Clone>(a: &ArrayD<T>, shape: &[usize], begins: &[i64], mode: PadMode, fill: T) -> ArrayD<T> {
-    let dims = a.shape().to_vec();
+/// The input range each axis keeps after negative pads crop it.
+struct Kept {
+    lo: i64,
+    hi: i64,
+}
+
+fn pad_array<T: Clone>(a: &ArrayD<T>, shape: &[usize], begins: &[i64], kept: &[Kept], mode: PadMode, fill: T) -> ArrayD<T> {
     ArrayD::from_shape_fn(IxDyn(shape), |idx| {
-        let mut src = Vec::with_capacity(dims.len());
+        let mut src = Vec::with_capacity(kept.len());
         for (k, &i) in idx.slice().iter().enumerate() {
-            match pad_source(i as i64 - begins[k], dims[k] as i64, mode) {
+            match pad_source(i as i64 - begins[k], kept[k].lo, kept[k].hi, mode) {
                 Some(s) => src.push(s),
                 None => return fill.clone(),
             }
@@ -81,15 +91,17 @@ pub(super) fn pad(ctx: &EvalCtx, mode: PadMode) -> Result<Tensor, String> {
     }
     let mut begins = vec![0i64; rank];
     let mut shape = x.shape().to_vec();
+    let mut kept: Vec<Kept> = x.shape().iter().map(|&d| Kept { lo: 0, hi: d as i64 }).collect();
     for (k, &a) in padded.iter().enumerate() {
         let (b, e) = (pads[k], pads[k + padded.len()]);
         let d = x.shape()[a] as i64;
         let out = d.checked_add(b).and_then(|o| o.checked_add(e)).filter(|&o| o >= 0);
         let out = out.ok_or_else(|| format!("pads {pads:?} remove more than axis {a}'s {d} elements"))?;
-        if d == 0 && out > 0 && mode != PadMode::Constant {
-            return Err(format!("cannot {mode:?}-pad the empty axis {a}"));
+        let axis_kept = Kept { lo: (-b).max(0), hi: d - (-e).max(0) };
+        if axis_kept.hi <= axis_kept.lo && out > 0 && mode != PadMode::Constant {
+            return Err(format!("cannot {mode:?}-pad axis {a}: no element of it is left to extend"));
         }
-        (begins[a], shape[a]) = (b, out as usize);
+        (begins[a], shape[a], kept[a]) = (b, out as usize, axis_kept);
     }
     check_volume(&shape)?;
     let fill = match ctx.opt_input(2) {
@@ -97,10 +109,10 @@ pub(super) fn pad(ctx: &EvalCtx, mode: PadMode) -> Result<Tensor, String> {
         _ => Tensor::zeros(x.dtype(), &[]),
     };
     Ok(match (x, &fill) {
-        (Tensor::F32(a), Tensor::F32(f)) => Tensor::F32(pad_array(a, &shape, &begins, mode, first(f)?)),
-        (Tensor::I64(a), Tensor::I64(f)) => Tensor::I64(pad_array(a, &shape, &begins, mode, first(f)?)),
-        (Tensor::I32(a), Tensor::I32(f)) => Tensor::I32(pad_array(a, &shape, &begins, mode, first(f)?)),
-        (Tensor::Bool(a), Tensor::Bool(f)) => Tensor::Bool(pad_array(a, &shape, &begins, mode, first(f)?)),
+        (Tensor::F32(a), Tensor::F32(f)) => Tensor::F32(pad_array(a, &shape, &begins, &kept, mode, first(f)?)),
+        (Tensor::I64(a), Tensor::I64(f)) => Tensor::I64(pad_array(a, &shape, &begins, &kept, mode, first(f)?)),
+        (Tensor::I32(a), Tensor::I32(f)) => Tensor::I32(pad_array(a, &shape, &begins, &kept, mode, first(f)?)),
+        (Tensor::Bool(a), Tensor::Bool(f)) => Tensor::Bool(pad_array(a, &shape, &begins, &kept, mode, first(f)?)),
         _ => return Err(format!("constant_value is {}, data is {}", fill.dtype(), x.dtype())),
     })
 }

@@ -6,14 +6,26 @@
 //! divisible factor, transposed convolutions that scale by the stride).
 
 use super::{broadcast_shapes, InferCtx, InferError};
-use crate::ir::{ConvAttrs, ConvTransposeAttrs, Dim, Op, Padding, PoolAttrs, TensorType};
+use crate::ir::{ConvAttrs, ConvTransposeAttrs, Dim, Op, Padding, PoolAttrs, PoolKind, TensorType};
 use d2nn_runtime::DType;
 
 pub(super) fn infer(ctx: &InferCtx) -> Result<Vec<TensorType>, InferError> {
+    match ctx.op() {
+        Op::LayerNorm { axis, .. } => return layer_norm(ctx, *axis),
+        Op::Pool { kind, attrs } => {
+            let values = pool(ctx, attrs)?;
+            return match (ctx.num_outputs(), kind) {
+                (1, _) => Ok(vec![values]),
+                // MaxPool's `Indices`: one i64 position per pooled value.
+                (2, PoolKind::Max { .. }) => Ok(vec![values.clone(), TensorType::new(DType::I64, values.shape)]),
+                (n, _) => Err(ctx.err(format!("has {n} outputs, expected Y (and, for MaxPool, optionally Indices)"))),
+            };
+        }
+        _ => {}
+    }
     let out = match ctx.op() {
         Op::Conv(attrs) => conv(ctx, attrs)?,
         Op::ConvTranspose(attrs) => conv_transpose(ctx, attrs)?,
-        Op::Pool { attrs, .. } => pool(ctx, attrs)?,
         Op::GlobalPool { .. } => global_pool(ctx)?,
         Op::BatchNorm { .. } => per_channel_norm(ctx, 5, 2)?,
         Op::InstanceNorm { .. } => per_channel_norm(ctx, 3, 2)?,
@@ -23,7 +35,6 @@ pub(super) fn infer(ctx: &InferCtx) -> Result<Vec<TensorType>, InferError> {
             ctx.axis(*axis, x.rank())?;
             x.clone()
         }
-        Op::LayerNorm { axis, .. } => layer_norm(ctx, *axis)?,
         other => return Err(ctx.err(format!("{} is not an op of the conv family", other.name()))),
     };
     Ok(vec![out])
@@ -271,7 +282,12 @@ fn per_channel_norm(ctx: &InferCtx, inputs: usize, min_rank: usize) -> Result<Te
     Ok(x.clone())
 }
 
-fn layer_norm(ctx: &InferCtx, axis: i64) -> Result<TensorType, InferError> {
+/// `Y` like X, then the optional `Mean` and `InvStdDev`: f32 (the stash type)
+/// with the normalised dims kept as 1.
+fn layer_norm(ctx: &InferCtx, axis: i64) -> Result<Vec<TensorType>, InferError> {
+    if !(1..=3).contains(&ctx.num_outputs()) {
+        return Err(ctx.err(format!("has {} outputs, expected Y and optionally Mean and InvStdDev", ctx.num_outputs())));
+    }
     let x = float_input_of_rank(ctx, 1)?;
     let axis = ctx.axis(axis, x.rank())?;
     let normalized = &x.shape[axis..];
@@ -288,7 +304,12 @@ fn layer_norm(ctx: &InferCtx, axis: i64) -> Result<TensorType, InferError> {
             )));
         }
     }
-    Ok(x.clone())
+    let mut stats = x.shape.clone();
+    stats[axis..].fill(Dim::Known(1));
+    let stats = TensorType::new(DType::F32, stats);
+    let mut outs = vec![x.clone(), stats.clone(), stats];
+    outs.truncate(ctx.num_outputs());
+    Ok(outs)
 }
 
 #[cfg(test)]
@@ -362,7 +383,7 @@ mod tests {
             padding: Padding::Explicit(vec![1; 4]),
             ceil_mode: true,
         };
-        let out = infer(Op::Pool { kind: PoolKind::Max, attrs }, vec![N, k(3), k(2), k(6)], vec![]).unwrap();
+        let out = infer(Op::Pool { kind: PoolKind::Max { column_major_indices: false }, attrs }, vec![N, k(3), k(2), k(6)], vec![]).unwrap();
         // Height: the second ceil window would start in the end padding.
         // Width: ceil((8-3)/3)+1 = 3, the third window starting at 6 < 6 + 1.
         assert_eq!(out, vec![N, k(3), k(1), k(3)]);
@@ -394,6 +415,23 @@ mod tests {
         assert_eq!(ok, vec![N, k(4), k(5)]);
         let err = infer(op, vec![N, k(4), k(5)], vec![weight(&[3, 4, 5])]).unwrap_err();
         assert!(err.contains("does not broadcast"), "{err}");
+    }
+
+    #[test]
+    fn layer_norm_statistics_keep_the_normalised_dims_as_one() {
+        let mut g = Graph::new("t");
+        let n = g.symbol("N");
+        let x = g.add_input("x", TensorType::new(DType::F32, vec![Dim::sym(n), k(4), k(5)]));
+        let scale = g.add_const("scale", weight(&[4, 5]));
+        let outs = ["y", "mean", "inv_std_dev"].map(|o| (o.to_string(), TensorType::scalar(DType::F32))).to_vec();
+        let root = g.root;
+        let node = g.add_node(root, "n", Op::LayerNorm { axis: 1, epsilon: 1e-5 }, vec![Some(x), Some(scale)], outs);
+        let types = infer_node(&g, node).unwrap();
+        assert_eq!(types.len(), 3);
+        assert_eq!(types[0].shape, vec![N, k(4), k(5)]);
+        for t in &types[1..] {
+            assert_eq!((t.dtype, &t.shape), (DType::F32, &vec![N, k(1), k(1)]));
+        }
     }
 
     #[test]

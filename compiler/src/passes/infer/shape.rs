@@ -16,7 +16,7 @@ use d2nn_runtime::DType;
 pub(super) fn infer(ctx: &InferCtx) -> Result<Vec<TensorType>, InferError> {
     let one = |t: TensorType| Ok(vec![t]);
     match ctx.op() {
-        Op::Identity => one(ctx.input(0)?.clone()),
+        Op::Identity => identity(ctx),
         Op::Flatten { axis } => one(flatten(ctx, *axis)?),
         Op::Reshape { allowzero } => one(reshape(ctx, *allowzero)?),
         Op::Transpose { perm } => one(transpose(ctx, perm)?),
@@ -41,6 +41,17 @@ pub(super) fn infer(ctx: &InferCtx) -> Result<Vec<TensorType>, InferError> {
         Op::Range => one(range(ctx)?),
         Op::ConstantOfShape { value } => one(constant_of_shape(ctx, value.dtype())?),
         other => Err(ctx.err(format!("{} is not a shape op", other.name()))),
+    }
+}
+
+/// X's type, and for a second output (Dropout's inference-time `mask`) a
+/// bool tensor of X's shape.
+fn identity(ctx: &InferCtx) -> Result<Vec<TensorType>, InferError> {
+    let x = ctx.input(0)?;
+    match ctx.num_outputs() {
+        1 => Ok(vec![x.clone()]),
+        2 => Ok(vec![x.clone(), TensorType::new(DType::Bool, x.shape.clone())]),
+        n => Err(ctx.err(format!("has {n} outputs, expected the data and optionally a mask"))),
     }
 }
 

@@ -40,7 +40,7 @@ pub(super) fn register(reg: &mut Registry) {
         op_type: "MaxPool",
         opsets: SINCE_OPSET_1..=MAX_OPSET,
         inputs: 1..=1,
-        // `Indices` is rejected by the converter with a reason.
+        // `Y`, then the optional `Indices`.
         outputs: 1..=2,
         attrs: &["auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides"],
         convert: convert_max_pool,
@@ -87,7 +87,7 @@ pub(super) fn register(reg: &mut Registry) {
         op_type: "LayerNormalization",
         opsets: 17..=MAX_OPSET,
         inputs: 2..=3,
-        // `Mean` and `InvStdDev` are rejected by the converter with a reason.
+        // `Y`, then the optional `Mean` and `InvStdDev` statistics.
         outputs: 1..=3,
         attrs: &["axis", "epsilon", "stash_type"],
         convert: convert_layer_norm,
@@ -264,16 +264,12 @@ fn pool_attrs(ctx: &ConvertCtx) -> ConvertResult<PoolAttrs> {
 }
 
 fn convert_max_pool(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
-    if ctx.num_outputs > 1 {
-        return unsupported("output `Indices` is not supported: only the pooled values `Y` can be used");
-    }
-    // `storage_order` only changes how the `Indices` output is numbered, and
-    // that output is rejected by the arity check, so either value is harmless.
+    // `storage_order` only changes how the `Indices` output is numbered.
     let storage_order = ctx.attr_int_or("storage_order", 0)?;
     if !(0..=1).contains(&storage_order) {
         return invalid(format!("attribute `storage_order` = {storage_order} must be 0 or 1"));
     }
-    Ok(Op::Pool { kind: PoolKind::Max, attrs: pool_attrs(ctx)? })
+    Ok(Op::Pool { kind: PoolKind::Max { column_major_indices: storage_order == 1 }, attrs: pool_attrs(ctx)? })
 }
 
 fn convert_average_pool(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
@@ -290,7 +286,7 @@ fn convert_global_average_pool(_ctx: &mut ConvertCtx) -> ConvertResult<Op> {
 }
 
 fn convert_global_max_pool(_ctx: &mut ConvertCtx) -> ConvertResult<Op> {
-    Ok(Op::GlobalPool { kind: PoolKind::Max })
+    Ok(Op::GlobalPool { kind: PoolKind::Max { column_major_indices: false } })
 }
 
 // ── normalisation ──
@@ -350,9 +346,6 @@ fn convert_layer_norm(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
         return unsupported(format!(
             "attribute `stash_type` = {stash_type} is not supported: statistics are always computed in f32 (stash_type=1)"
         ));
-    }
-    if ctx.num_outputs > 1 {
-        return unsupported("outputs `Mean` and `InvStdDev` are not supported: only the normalised `Y` can be used");
     }
     Ok(Op::LayerNorm { axis: ctx.attr_int_or("axis", -1)?, epsilon: epsilon(ctx, 1e-5)? })
 }

@@ -4,22 +4,33 @@
 
 use crate::front::onnx::ctx::ConvertCtx;
 use crate::front::onnx::error::{invalid, unsupported, ConvertResult};
-use crate::front::onnx::registry::{OpDef, Registry, MAX_OPSET, MIN_OPSET};
+use crate::front::onnx::registry::{OpDef, Registry, MAX_OPSET};
 use crate::front::onnx::tensor::dtype_from_onnx;
 use crate::ir::{BinaryOp, Op, UnaryOp, VariadicOp};
 use d2nn_runtime::Tensor;
 use std::ops::RangeInclusive;
 
+mod legacy;
+
 /// The attribute `default` that ONNX gives `Selu`'s `alpha` (float32 rounding of the paper's constant).
 const SELU_ALPHA: f32 = 1.673_263_2;
 /// The attribute `default` that ONNX gives `Selu`'s `gamma`.
 const SELU_GAMMA: f32 = 1.050_701;
+/// Selu-1's default `alpha`.
+const SELU_V1_ALPHA: f32 = 1.6732;
+/// Selu-1's default `gamma`.
+const SELU_V1_GAMMA: f32 = 1.0507;
 
 /// Variadic ops accept any number of operands; this bounds the declared range.
 const MANY: usize = usize::MAX;
 
+/// Ops whose only change since opset 1 is the removed `consumed_inputs` hint
+/// (which the attribute check rejects) start here; ops with legacy
+/// broadcasting convert it in [`legacy`].
+const SINCE_OPSET_1: i64 = 1;
+
 pub(super) fn register(reg: &mut Registry) {
-    let all = MIN_OPSET..=MAX_OPSET;
+    let all = SINCE_OPSET_1..=MAX_OPSET;
     let def = |op_type, opsets: RangeInclusive<i64>, inputs, attrs, convert| OpDef {
         op_type,
         opsets,
@@ -29,31 +40,30 @@ pub(super) fn register(reg: &mut Registry) {
         convert,
     };
 
-    // `broadcast` only existed up to Gemm-6, but some opset-7 exporters still
-    // write it; unidirectional broadcasting of C covers both of its values.
+    // `broadcast` is Gemm's up to opset 6, but some opset-7 exporters still
+    // write it; unidirectional broadcasting of C covers both of its values then.
     reg.insert(def("Gemm", all.clone(), 2..=3, &["alpha", "beta", "transA", "transB", "broadcast"], gemm));
     reg.insert(def("MatMul", all.clone(), 2..=2, &[], |_| Ok(Op::MatMul)));
 
     // Unary ops without attributes, with the opset that introduced each.
     let plain_unary: [(&'static str, i64, Converter); 17] = [
-        ("Relu", MIN_OPSET, |_| Ok(Op::Unary(UnaryOp::Relu))),
-        ("Sigmoid", MIN_OPSET, |_| Ok(Op::Unary(UnaryOp::Sigmoid))),
+        ("Relu", SINCE_OPSET_1, |_| Ok(Op::Unary(UnaryOp::Relu))),
+        ("Sigmoid", SINCE_OPSET_1, |_| Ok(Op::Unary(UnaryOp::Sigmoid))),
         ("HardSwish", 14, |_| Ok(Op::Unary(UnaryOp::HardSwish))),
-        ("Tanh", MIN_OPSET, |_| Ok(Op::Unary(UnaryOp::Tanh))),
-        ("Softplus", MIN_OPSET, |_| Ok(Op::Unary(UnaryOp::Softplus))),
-        ("Exp", MIN_OPSET, |_| Ok(Op::Unary(UnaryOp::Exp))),
-        ("Log", MIN_OPSET, |_| Ok(Op::Unary(UnaryOp::Log))),
-        ("Sqrt", MIN_OPSET, |_| Ok(Op::Unary(UnaryOp::Sqrt))),
-        ("Reciprocal", MIN_OPSET, |_| Ok(Op::Unary(UnaryOp::Reciprocal))),
-        ("Neg", MIN_OPSET, |_| Ok(Op::Unary(UnaryOp::Neg))),
-        ("Abs", MIN_OPSET, |_| Ok(Op::Unary(UnaryOp::Abs))),
+        ("Tanh", SINCE_OPSET_1, |_| Ok(Op::Unary(UnaryOp::Tanh))),
+        ("Softplus", SINCE_OPSET_1, |_| Ok(Op::Unary(UnaryOp::Softplus))),
+        ("Exp", SINCE_OPSET_1, |_| Ok(Op::Unary(UnaryOp::Exp))),
+        ("Log", SINCE_OPSET_1, |_| Ok(Op::Unary(UnaryOp::Log))),
+        ("Sqrt", SINCE_OPSET_1, |_| Ok(Op::Unary(UnaryOp::Sqrt))),
+        ("Reciprocal", SINCE_OPSET_1, |_| Ok(Op::Unary(UnaryOp::Reciprocal))),
+        ("Neg", SINCE_OPSET_1, |_| Ok(Op::Unary(UnaryOp::Neg))),
+        ("Abs", SINCE_OPSET_1, |_| Ok(Op::Unary(UnaryOp::Abs))),
         ("Erf", 9, |_| Ok(Op::Unary(UnaryOp::Erf))),
-        ("Floor", MIN_OPSET, |_| Ok(Op::Unary(UnaryOp::Floor))),
-        ("Ceil", MIN_OPSET, |_| Ok(Op::Unary(UnaryOp::Ceil))),
+        ("Floor", SINCE_OPSET_1, |_| Ok(Op::Unary(UnaryOp::Floor))),
+        ("Ceil", SINCE_OPSET_1, |_| Ok(Op::Unary(UnaryOp::Ceil))),
         ("Round", 11, |_| Ok(Op::Unary(UnaryOp::Round))),
         ("Sign", 9, |_| Ok(Op::Unary(UnaryOp::Sign))),
-        // Not is unchanged since opset 1, and models using only it import opset 1.
-        ("Not", 1, |_| Ok(Op::Unary(UnaryOp::Not))),
+        ("Not", SINCE_OPSET_1, |_| Ok(Op::Unary(UnaryOp::Not))),
     ];
     for (op_type, since, convert) in plain_unary {
         reg.insert(def(op_type, since..=MAX_OPSET, 1..=1, &[], convert));
@@ -68,35 +78,38 @@ pub(super) fn register(reg: &mut Registry) {
     reg.insert(def("Elu", all.clone(), 1..=1, &["alpha"], |c| {
         Ok(Op::Unary(UnaryOp::Elu { alpha: c.attr_float_or("alpha", 1.0)? }))
     }));
-    reg.insert(def("Selu", all.clone(), 1..=1, &["alpha", "gamma"], |c| {
-        Ok(Op::Unary(UnaryOp::Selu { alpha: c.attr_float_or("alpha", SELU_ALPHA)?, gamma: c.attr_float_or("gamma", SELU_GAMMA)? }))
-    }));
+    reg.insert(def("Selu", all.clone(), 1..=1, &["alpha", "gamma"], selu));
 
-    let binary: [(&'static str, i64, Converter); 14] = [
-        ("Add", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::Add))),
-        ("Sub", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::Sub))),
-        ("Mul", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::Mul))),
-        ("Div", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::Div))),
-        ("Pow", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::Pow))),
-        ("Greater", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::Greater))),
-        ("Less", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::Less))),
-        ("GreaterOrEqual", 12, |_| Ok(Op::Binary(BinaryOp::GreaterOrEqual))),
-        ("LessOrEqual", 12, |_| Ok(Op::Binary(BinaryOp::LessOrEqual))),
-        ("Equal", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::Equal))),
-        ("And", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::And))),
-        ("Or", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::Or))),
-        ("Xor", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::Xor))),
-        ("PRelu", MIN_OPSET, |_| Ok(Op::Binary(BinaryOp::PRelu))),
+    let binary: [(&'static str, i64, Converter); 13] = [
+        ("Add", SINCE_OPSET_1, |c| binary(c, BinaryOp::Add)),
+        ("Sub", SINCE_OPSET_1, |c| binary(c, BinaryOp::Sub)),
+        ("Mul", SINCE_OPSET_1, |c| binary(c, BinaryOp::Mul)),
+        ("Div", SINCE_OPSET_1, |c| binary(c, BinaryOp::Div)),
+        ("Pow", SINCE_OPSET_1, |c| binary(c, BinaryOp::Pow)),
+        ("Greater", SINCE_OPSET_1, |c| binary(c, BinaryOp::Greater)),
+        ("Less", SINCE_OPSET_1, |c| binary(c, BinaryOp::Less)),
+        ("GreaterOrEqual", 12, |c| binary(c, BinaryOp::GreaterOrEqual)),
+        ("LessOrEqual", 12, |c| binary(c, BinaryOp::LessOrEqual)),
+        ("Equal", SINCE_OPSET_1, |c| binary(c, BinaryOp::Equal)),
+        ("And", SINCE_OPSET_1, |c| binary(c, BinaryOp::And)),
+        ("Or", SINCE_OPSET_1, |c| binary(c, BinaryOp::Or)),
+        ("Xor", SINCE_OPSET_1, |c| binary(c, BinaryOp::Xor)),
     ];
     for (op_type, since, convert) in binary {
-        reg.insert(def(op_type, since..=MAX_OPSET, 2..=2, &[], convert));
+        reg.insert(def(op_type, since..=MAX_OPSET, 2..=2, &["broadcast", "axis"], convert));
     }
+    reg.insert(def("PRelu", all.clone(), 2..=2, &[], |c| {
+        if c.opset < legacy::NUMPY_BROADCAST_SINCE {
+            legacy::prelu_slope(c)?;
+        }
+        Ok(Op::Binary(BinaryOp::PRelu))
+    }));
 
     let variadic: [(&'static str, Converter); 4] = [
-        ("Sum", |c| Ok(variadic(c, VariadicOp::Sum))),
-        ("Mean", |c| Ok(variadic(c, VariadicOp::Mean))),
-        ("Max", |c| Ok(variadic(c, VariadicOp::Max))),
-        ("Min", |c| Ok(variadic(c, VariadicOp::Min))),
+        ("Sum", |c| variadic(c, VariadicOp::Sum)),
+        ("Mean", |c| variadic(c, VariadicOp::Mean)),
+        ("Max", |c| variadic(c, VariadicOp::Max)),
+        ("Min", |c| variadic(c, VariadicOp::Min)),
     ];
     for (op_type, convert) in variadic {
         reg.insert(def(op_type, all.clone(), 1..=MANY, &[], convert));
@@ -104,44 +117,55 @@ pub(super) fn register(reg: &mut Registry) {
 
     reg.insert(def("Clip", all.clone(), 1..=3, &["min", "max"], clip));
     reg.insert(def("Where", 9..=MAX_OPSET, 3..=3, &[], |_| Ok(Op::Where)));
-    reg.insert(def("Cast", all, 1..=1, &["to", "saturate", "round_mode"], cast));
+    // Cast-1 named the target type with a string; Cast-6 on has today's form.
+    reg.insert(def("Cast", 6..=MAX_OPSET, 1..=1, &["to", "saturate", "round_mode"], cast));
     reg.insert(def("CastLike", 15..=MAX_OPSET, 2..=2, &["saturate", "round_mode"], cast_like));
 }
 
 type Converter = fn(&mut ConvertCtx) -> ConvertResult<Op>;
 
 fn gemm(c: &mut ConvertCtx) -> ConvertResult<Op> {
-    let flag = |c: &ConvertCtx, name: &str| -> ConvertResult<bool> {
-        match c.attr_int_or(name, 0)? {
-            0 => Ok(false),
-            1 => Ok(true),
-            v => invalid(format!("attribute `{name}` = {v} must be 0 or 1")),
-        }
-    };
-    // Gemm-6's `broadcast = 0` demanded C be exactly [M, N]; broadcasting a
-    // C of that shape is a no-op, so both values convert the same way.
-    flag(c, "broadcast")?;
-    Ok(Op::Gemm {
-        alpha: c.attr_float_or("alpha", 1.0)?,
-        beta: c.attr_float_or("beta", 1.0)?,
-        trans_a: flag(c, "transA")?,
-        trans_b: flag(c, "transB")?,
-    })
+    let broadcast = legacy::flag(c, "broadcast")?;
+    let (trans_a, trans_b) = (legacy::flag(c, "transA")?, legacy::flag(c, "transB")?);
+    if c.opset < legacy::NUMPY_BROADCAST_SINCE {
+        legacy::gemm_c(c, broadcast, trans_a, trans_b)?;
+    }
+    // From opset 7 C broadcasts unidirectionally, which `broadcast = 1` also
+    // meant, and a C of the output shape (`broadcast = 0`) broadcasts trivially.
+    Ok(Op::Gemm { alpha: c.attr_float_or("alpha", 1.0)?, beta: c.attr_float_or("beta", 1.0)?, trans_a, trans_b })
+}
+
+/// Selu-1's defaults were four-digit roundings of the constants Selu-6 spells out.
+fn selu(c: &mut ConvertCtx) -> ConvertResult<Op> {
+    let (alpha, gamma) = if c.opset < 6 { (SELU_V1_ALPHA, SELU_V1_GAMMA) } else { (SELU_ALPHA, SELU_GAMMA) };
+    Ok(Op::Unary(UnaryOp::Selu { alpha: c.attr_float_or("alpha", alpha)?, gamma: c.attr_float_or("gamma", gamma)? }))
+}
+
+fn binary(c: &mut ConvertCtx, op: BinaryOp) -> ConvertResult<Op> {
+    if c.opset < legacy::NUMPY_BROADCAST_SINCE {
+        legacy::broadcast_operand(c)?;
+    } else {
+        legacy::reject_broadcast_attrs(c)?;
+    }
+    Ok(Op::Binary(op))
 }
 
 /// Two-operand Max/Min/Sum become binary ops so that shape arithmetic such as
 /// `Max(shape, 1)` stays symbolically evaluable; `Mean` has no binary form.
-fn variadic(c: &ConvertCtx, op: VariadicOp) -> Op {
+fn variadic(c: &mut ConvertCtx, op: VariadicOp) -> ConvertResult<Op> {
+    if c.opset < 8 {
+        legacy::variadic_same_shapes(c)?;
+    }
     let binary = match op {
         VariadicOp::Sum => Some(BinaryOp::Add),
         VariadicOp::Max => Some(BinaryOp::Max),
         VariadicOp::Min => Some(BinaryOp::Min),
         VariadicOp::Mean => None,
     };
-    match binary {
+    Ok(match binary {
         Some(b) if c.inputs.len() == 2 && c.inputs.iter().all(Option::is_some) => Op::Binary(b),
         _ => Op::Variadic(op),
-    }
+    })
 }
 
 fn clip(c: &mut ConvertCtx) -> ConvertResult<Op> {
@@ -156,8 +180,10 @@ fn clip(c: &mut ConvertCtx) -> ConvertResult<Op> {
     }
     // Clip-6's bounds default to ±FLT_MAX rather than "absent", so ±inf inputs
     // are clamped to finite values; materialising both keeps that exact.
-    let min = c.attr_float_or("min", f32::MIN)?;
-    let max = c.attr_float_or("max", f32::MAX)?;
+    // Clip-1's absent bounds do not clamp at all.
+    let (lowest, highest) = if c.opset < 6 { (f32::NEG_INFINITY, f32::INFINITY) } else { (f32::MIN, f32::MAX) };
+    let min = c.attr_float_or("min", lowest)?;
+    let max = c.attr_float_or("max", highest)?;
     let min_v = c.add_const("min", Tensor::scalar_f32(min));
     let max_v = c.add_const("max", Tensor::scalar_f32(max));
     c.set_input(1, Some(min_v));
@@ -231,10 +257,22 @@ mod tests {
 
     /// One-node model over f32 inputs `x0..` of shape [3]; returns the load result.
     fn load_node(op: &str, opset: i64, inputs: usize, attrs: &[(&str, Attr)]) -> Result<Graph, String> {
+        let operands: Vec<Operand> = (0..inputs).map(|_| Operand::Input(&[3])).collect();
+        load_model(op, opset, &operands, attrs)
+    }
+
+    /// A node operand: a graph input of that shape, or an f32 initializer.
+    enum Operand<'a> {
+        Input(&'a [i64]),
+        Const(&'a [i64], Vec<f32>),
+    }
+
+    /// One-node model whose operands are named `x0..`.
+    fn load_model(op: &str, opset: i64, operands: &[Operand], attrs: &[(&str, Attr)]) -> Result<Graph, String> {
         let mut n = NodeProto::new();
         n.op_type = op.into();
         n.name = "n".into();
-        n.input = (0..inputs).map(|i| format!("x{i}")).collect();
+        n.input = (0..operands.len()).map(|i| format!("x{i}")).collect();
         n.output = vec!["y".into()];
         for (name, value) in attrs {
             let mut a = AttributeProto::new();
@@ -247,7 +285,20 @@ mod tests {
         }
         let mut g = GraphProto::new();
         g.node.push(n);
-        g.input = (0..inputs).map(|i| value_info(&format!("x{i}"), DataType::FLOAT, &[3])).collect();
+        for (i, operand) in operands.iter().enumerate() {
+            match operand {
+                Operand::Input(dims) => g.input.push(value_info(&format!("x{i}"), DataType::FLOAT, dims)),
+                Operand::Const(dims, data) => {
+                    let mut t = TensorProto::new();
+                    t.name = format!("x{i}");
+                    t.data_type = DataType::FLOAT as i32;
+                    t.dims = dims.to_vec();
+                    t.float_data = data.clone();
+                    g.initializer.push(t);
+                }
+            }
+        }
+        // The loader takes the output's type from inference; this one only names it.
         g.output.push(value_info("y", DataType::FLOAT, &[3]));
         let mut m = ModelProto::new();
         m.ir_version = 7;
@@ -256,6 +307,21 @@ mod tests {
         m.opset_import.push(imp);
         m.graph = Some(g).into();
         load_bytes(&m.write_to_bytes().map_err(|e| e.to_string())?, None, "test").map(|m| m.graph).map_err(|e| e.to_string())
+    }
+
+    /// Runs a loaded graph on its inputs `x{i}` (f32, filled with `0, 1, 2…`).
+    fn run_counting(g: &Graph) -> Tensor {
+        let inputs = g
+            .inputs
+            .iter()
+            .map(|&v| {
+                let value = &g.values[v];
+                let shape: Vec<usize> = value.ty.shape.iter().map(|d| d.known().unwrap()).collect();
+                let len = shape.iter().product::<usize>();
+                (value.name.clone(), Tensor::from_f32(&shape, (0..len).map(|i| i as f32).collect()).unwrap())
+            })
+            .collect::<HashMap<_, _>>();
+        crate::interp::run(g, &inputs).unwrap().remove(0)
     }
 
     fn only_op(g: &Graph) -> Op {
@@ -317,6 +383,66 @@ mod tests {
         // The schema's defaults, as printed by onnx.defs.
         assert_eq!(SELU_ALPHA, 1.673_263_192_176_818_8_f64 as f32);
         assert_eq!(SELU_GAMMA, 1.050_701_022_148_132_3_f64 as f32);
+    }
+
+    #[test]
+    fn legacy_broadcast_needs_the_flag_and_matching_dims() {
+        let (a, b) = (Operand::Input(&[2, 3]), Operand::Input(&[3]));
+        let err = load_model("Add", 6, &[a, b], &[]).unwrap_err();
+        assert!(err.contains("`broadcast` = 0"), "{err}");
+        let g = load_model("Add", 6, &[Operand::Input(&[2, 3]), Operand::Input(&[3])], &[("broadcast", Attr::Int(1))]).unwrap();
+        assert_eq!(run_counting(&g).to_f32_vec(), vec![0.0, 2.0, 4.0, 3.0, 5.0, 7.0]);
+        // No "1-dim expansion": B's dims must equal A's, not merely broadcast.
+        let err = load_model("Mul", 6, &[Operand::Input(&[2, 3]), Operand::Input(&[1, 3])], &[("broadcast", Attr::Int(1))]).unwrap_err();
+        assert!(err.contains("does not equal"), "{err}");
+        // A one-element B broadcasts whatever its rank.
+        load_model("Sub", 6, &[Operand::Input(&[2, 3]), Operand::Input(&[1, 1])], &[("broadcast", Attr::Int(1))]).unwrap();
+        let err = load_model("Add", 13, &[Operand::Input(&[2, 3]), Operand::Input(&[3])], &[("broadcast", Attr::Int(1))]).unwrap_err();
+        assert!(err.contains("only before opset 7"), "{err}");
+    }
+
+    #[test]
+    fn legacy_broadcast_with_axis_realigns_a_constant_operand() {
+        let b = Operand::Const(&[2], vec![10.0, 20.0]);
+        let attrs = [("broadcast", Attr::Int(1)), ("axis", Attr::Int(0))];
+        let g = load_model("Add", 6, &[Operand::Input(&[2, 3]), b], &attrs).unwrap();
+        assert_eq!(run_counting(&g).to_f32_vec(), vec![10.0, 11.0, 12.0, 23.0, 24.0, 25.0]);
+        let err = load_model("Add", 6, &[Operand::Input(&[2, 3]), Operand::Input(&[2])], &attrs).unwrap_err();
+        assert!(err.contains("non-constant B"), "{err}");
+        let err = load_model("Add", 6, &[Operand::Input(&[2, 3]), Operand::Input(&[2])], &[("broadcast", Attr::Int(1)), ("axis", Attr::Int(2))])
+            .unwrap_err();
+        assert!(err.contains("outside"), "{err}");
+    }
+
+    #[test]
+    fn legacy_prelu_applies_a_vector_slope_per_channel() {
+        let slope = Operand::Const(&[2], vec![-1.0, 0.5]);
+        let x = Tensor::from_f32(&[1, 2, 3], vec![-1.0, 2.0, -3.0, -4.0, 5.0, -6.0]).unwrap();
+        let g = load_model("PRelu", 6, &[Operand::Input(&[1, 2, 3]), slope], &[]).unwrap();
+        let y = crate::interp::run(&g, &HashMap::from([("x0".to_string(), x)])).unwrap().remove(0);
+        assert_eq!(y.to_f32_vec(), vec![1.0, 2.0, 3.0, -2.0, 5.0, -3.0]);
+    }
+
+    #[test]
+    fn legacy_gemm_without_broadcast_needs_a_full_c() {
+        let ops = |c: &'static [i64]| [Operand::Input(&[2, 3]), Operand::Input(&[3, 4]), Operand::Input(c)];
+        load_model("Gemm", 6, &ops(&[2, 4]), &[]).unwrap();
+        let err = load_model("Gemm", 6, &ops(&[4]), &[]).unwrap_err();
+        assert!(err.contains("output shape"), "{err}");
+        load_model("Gemm", 6, &ops(&[4]), &[("broadcast", Attr::Int(1))]).unwrap();
+    }
+
+    #[test]
+    fn legacy_variadic_ops_do_not_broadcast() {
+        let err = load_model("Max", 6, &[Operand::Input(&[2, 3]), Operand::Input(&[3])], &[]).unwrap_err();
+        assert!(err.contains("same shape"), "{err}");
+        load_model("Max", 8, &[Operand::Input(&[2, 3]), Operand::Input(&[3])], &[]).unwrap();
+    }
+
+    #[test]
+    fn selu_1_has_its_own_defaults() {
+        let Op::Unary(UnaryOp::Selu { alpha, gamma }) = only_op(&load_node("Selu", 1, 1, &[]).unwrap()) else { panic!() };
+        assert_eq!((alpha, gamma), (1.6732, 1.0507));
     }
 
     #[test]

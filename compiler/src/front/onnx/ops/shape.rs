@@ -103,10 +103,8 @@ fn expect_inputs(ctx: &ConvertCtx, allowed: RangeInclusive<usize>) -> ConvertRes
 }
 
 /// Inference-time dropout is the identity; only the data operand is kept.
+/// Its `mask` output, when used, is all true (an Identity's second output).
 fn dropout(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
-    if ctx.num_outputs > 1 {
-        return unsupported("output `mask` is not supported: only Dropout's data output may be used");
-    }
     if ctx.opset < 12 {
         expect_inputs(ctx, 1..=1)?;
         // Opset 6 dropped elements unless `is_test` said otherwise.
@@ -225,7 +223,8 @@ fn pad(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
         "constant" => PadMode::Constant,
         "reflect" => PadMode::Reflect,
         "edge" => PadMode::Edge,
-        "wrap" => return unsupported("attribute `mode` = \"wrap\" is not supported: only constant, reflect and edge padding are"),
+        "wrap" if ctx.opset >= 19 => PadMode::Wrap,
+        "wrap" => return invalid(format!("attribute `mode` = \"wrap\" exists only since opset 19 (this model uses opset {})", ctx.opset)),
         other => return invalid(format!("attribute `mode` = {other:?} is not a Pad mode")),
     };
     reject_attr_in_new_opset(ctx, "pads", 11)?;

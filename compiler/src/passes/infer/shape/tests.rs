@@ -167,11 +167,11 @@ fn symbolic_dims_survive_concat_split_slice_and_resize() {
     let sliced = b.node(Op::Slice, &[x, starts, ends, axes]);
     assert_eq!(b.ty(sliced).shape, vec![b.batch(1), Dim::Known(2), Dim::Known(2)]);
     let scales = b.g.add_const("scales", Tensor::from_f32(&[3], vec![2.0, 1.0, 1.5]).unwrap());
-    let attrs = crate::ir::ResizeAttrs {
-        mode: crate::ir::ResizeMode::Nearest,
-        coordinate_transform: crate::ir::CoordinateTransform::Asymmetric,
-        nearest_mode: crate::ir::NearestMode::Floor,
-    };
+    let attrs = crate::ir::ResizeAttrs::new(
+        crate::ir::ResizeMode::Nearest,
+        crate::ir::CoordinateTransform::Asymmetric,
+        crate::ir::NearestMode::Floor,
+    );
     let resized = b.try_node(Op::Resize(attrs), vec![Some(x), None, Some(scales)], 1).unwrap()[0];
     assert_eq!(b.ty(resized).shape, vec![b.batch(2), Dim::Known(2), Dim::Known(6)]);
     let out = b.run(vec![halves[1], sliced, resized], iota(&[3, 2, 4]));

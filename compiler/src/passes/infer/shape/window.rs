@@ -3,7 +3,7 @@
 //! survives only changes that keep it a multiple of its symbol.
 
 use super::{axes_list, int_operand, IntOperand};
-use crate::ir::{Dim, Op, ResizeMode, TensorType};
+use crate::ir::{AspectRatioPolicy, Dim, Op, ResizeMode, TensorType};
 use crate::passes::infer::symbolic::{slice_bounds, SymInt};
 use crate::passes::infer::{InferCtx, InferError};
 use d2nn_runtime::DType;
@@ -119,27 +119,54 @@ pub(super) fn pad(ctx: &InferCtx) -> Result<TensorType, InferError> {
 pub(super) fn resize(ctx: &InferCtx) -> Result<TensorType, InferError> {
     let Op::Resize(attrs) = ctx.op() else { return Err(ctx.err("not a Resize")) };
     let x = ctx.input(0)?;
-    if attrs.mode == ResizeMode::Linear && x.dtype != DType::F32 {
-        return Err(ctx.err(format!("linear resize needs f32 data, got {}", x.dtype)));
+    if attrs.mode != ResizeMode::Nearest && x.dtype != DType::F32 {
+        return Err(ctx.err(format!("{:?} resize needs f32 data, got {}", attrs.mode, x.dtype)));
     }
     let rank = x.rank();
-    let shape = match (ctx.opt_input(2), ctx.input_value(3)) {
+    let axes = match &attrs.axes {
+        None => (0..rank).collect(),
+        Some(axes) => {
+            let as_i64: Vec<i64> = axes.iter().map(|&a| a as i64).collect();
+            axes_list(ctx, &as_i64, rank, "axes")?
+        }
+    };
+    let n = axes.len();
+    if let Some(roi) = ctx.opt_input(1) {
+        let fits = roi.dtype == DType::F32 && roi.rank() == 1 && roi.shape[0].known().is_none_or(|len| len == 2 * n);
+        if !fits {
+            return Err(ctx.err(format!("input `roi` must be {} f32 values (starts, then ends), it is {}{:?}", 2 * n, roi.dtype, roi.shape)));
+        }
+    }
+    let mut shape = x.shape.clone();
+    match (ctx.opt_input(2), ctx.input_value(3)) {
         (Some(_), Some(_)) => return Err(ctx.err("inputs `scales` and `sizes` are exclusive")),
         (None, None) => return Err(ctx.err("one of the inputs `scales` and `sizes` must be given")),
         (None, Some(_)) => match int_operand(ctx, 3, "sizes", false)? {
-            IntOperand::Values(sizes) if sizes.len() == rank => sizes
-                .iter()
-                .map(|&s| s.to_dim().ok_or_else(|| ctx.err(format!("input `sizes` holds {s:?}, which is not a dimension"))))
-                .collect::<Result<_, _>>()?,
-            IntOperand::Len(n) if n == rank => vec![Dim::Unknown; rank],
-            other => return Err(ctx.err(format!("input `sizes` has {} elements for a rank-{rank} input", other.len()))),
+            IntOperand::Values(sizes) if sizes.len() == n => {
+                if attrs.keep_aspect_ratio == AspectRatioPolicy::Stretch {
+                    for (&a, s) in axes.iter().zip(&sizes) {
+                        shape[a] = s.to_dim().ok_or_else(|| ctx.err(format!("input `sizes` holds {s:?}, which is not a dimension")))?;
+                    }
+                } else {
+                    let dims = kept_aspect_dims(ctx, attrs.keep_aspect_ratio, &axes, &x.shape, &sizes)?;
+                    for (&a, d) in axes.iter().zip(dims) {
+                        shape[a] = d;
+                    }
+                }
+            }
+            IntOperand::Len(len) if len == n => {
+                for &a in &axes {
+                    shape[a] = Dim::Unknown;
+                }
+            }
+            other => return Err(ctx.err(format!("input `sizes` has {} elements for {n} resized axes", other.len()))),
         },
         (Some(scales_ty), None) => {
             if scales_ty.dtype != DType::F32 || scales_ty.rank() != 1 {
                 return Err(ctx.err(format!("input `scales` must be an f32 vector, it is {}{:?}", scales_ty.dtype, scales_ty.shape)));
             }
-            if scales_ty.shape[0].known().is_some_and(|n| n != rank) {
-                return Err(ctx.err(format!("input `scales` has {:?} elements for a rank-{rank} input", scales_ty.shape[0])));
+            if let Some(len) = scales_ty.shape[0].known().filter(|&len| len != n) {
+                return Err(ctx.err(format!("input `scales` has {len} elements for {n} resized axes")));
             }
             match ctx.const_input(2) {
                 Some(scales) => {
@@ -147,13 +174,41 @@ pub(super) fn resize(ctx: &InferCtx) -> Result<TensorType, InferError> {
                     if let Some(s) = scales.iter().find(|s| !(**s > 0.0 && s.is_finite())) {
                         return Err(ctx.err(format!("input `scales` holds {s}, scales must be positive")));
                     }
-                    x.shape.iter().zip(&scales).map(|(&d, &s)| scaled_dim(d, s)).collect()
+                    for (&a, &s) in axes.iter().zip(&scales) {
+                        shape[a] = scaled_dim(x.shape[a], s);
+                    }
                 }
-                None => vec![Dim::Unknown; rank],
+                None => {
+                    for &a in &axes {
+                        shape[a] = Dim::Unknown;
+                    }
+                }
             }
         }
-    };
+    }
     Ok(TensorType::new(x.dtype, shape))
+}
+
+/// `keep_aspect_ratio_policy` other than stretch: one scale for every resized
+/// axis, the smallest (not_larger) or largest (not_smaller) `size / input`,
+/// and each axis `round_half_up(scale × input)`. Unknown unless the sizes and
+/// resized input dims are known.
+fn kept_aspect_dims(ctx: &InferCtx, policy: AspectRatioPolicy, axes: &[usize], input: &[Dim], sizes: &[SymInt]) -> Result<Vec<Dim>, InferError> {
+    let mut ratios = Vec::with_capacity(axes.len());
+    for (&a, s) in axes.iter().zip(sizes) {
+        if let SymInt::Int(v) = s {
+            if *v < 0 {
+                return Err(ctx.err(format!("input `sizes` holds {v}, which is not a dimension")));
+            }
+        }
+        match (s.int(), input[a].known()) {
+            (Some(size), Some(d)) => ratios.push(size as f64 / d as f64),
+            _ => return Ok(vec![Dim::Unknown; axes.len()]),
+        }
+    }
+    let pick = |a: f64, b: f64| if policy == AspectRatioPolicy::NotLarger { a.min(b) } else { a.max(b) };
+    let Some(scale) = ratios.into_iter().reduce(pick) else { return Ok(Vec::new()) };
+    Ok(axes.iter().map(|&a| Dim::Known((scale * input[a].known().unwrap_or(0) as f64 + 0.5) as usize)).collect())
 }
 
 /// `floor(dim × scale)`, computed in f64 like the reference implementation.

@@ -2,7 +2,7 @@
 //! `spatial`), attribute defaults and the reasons given for rejected values.
 
 use crate::front::onnx::{load_bytes, LoadError};
-use crate::ir::{Op, Padding};
+use crate::ir::{Op, Padding, PoolKind};
 use d2nn_runtime::Tensor;
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataType;
@@ -164,7 +164,7 @@ fn rejected_attribute_values_say_why() {
             model(17, "LayerNormalization", &[2, 3], vec![initializer("s", &[3], vec![1.0; 3])], &[("stash_type", Attr::Int(0))], &["y"]),
             "`stash_type` = 0 is not supported",
         ),
-        (model(13, "MaxPool", &[1, 1, 4, 4], vec![], &[("kernel_shape", Attr::Ints(&[2, 2]))], &["y", "i"]), "`Indices` is not supported"),
+        (model(13, "MaxPool", &[1, 1, 4, 4], vec![], &[("kernel_shape", Attr::Ints(&[2, 2])), ("storage_order", Attr::Int(2))], &["y", "i"]), "`storage_order` = 2"),
         (model(13, "MaxPool", &[1, 1, 4, 4], vec![], &[("kernel_shape", Attr::Ints(&[2, 2])), ("pads", Attr::Ints(&[-1, 0, 0, 0]))], &["y"]), "negative pads"),
         (model(13, "AveragePool", &[1, 1, 4, 4], vec![], &[("kernel_shape", Attr::Ints(&[2, 2])), ("auto_pad", Attr::Str("SAME"))], &["y"]), "auto_pad"),
         (model(13, "AveragePool", &[1, 1, 4, 4], vec![], &[("strides", Attr::Ints(&[2, 2]))], &["y"]), "`kernel_shape` is missing"),
@@ -176,6 +176,17 @@ fn rejected_attribute_values_say_why() {
         let reason = unsupported_reason(&bytes);
         assert!(reason.contains(want), "expected {want:?} in {reason:?}");
     }
+}
+
+#[test]
+fn max_pool_storage_order_numbers_the_indices() {
+    let attrs = [("kernel_shape", Attr::Ints(&[2, 2])), ("storage_order", Attr::Int(1))];
+    let (op, m) = load_op(&model(12, "MaxPool", &[1, 1, 2, 2], vec![], &attrs, &["y", "i"])).unwrap();
+    assert!(matches!(op, Op::Pool { kind: PoolKind::Max { column_major_indices: true }, .. }), "{op:?}");
+    let x = Tensor::from_f32(&[1, 1, 2, 2], vec![0.0, 3.0, 1.0, 2.0]).unwrap();
+    let outs = crate::interp::run(&m.graph, &HashMap::from([("x".to_string(), x)])).unwrap();
+    // The maximum sits at row 0, column 1: flat index 1 row-major, 2 column-major.
+    assert_eq!(outs[1], Tensor::from_i64(&[1, 1, 1, 1], vec![2]).unwrap());
 }
 
 #[test]

@@ -1,13 +1,15 @@
 //! Converters for `Resize` (opsets 10–19+) and the deprecated `Upsample`
-//! (opsets 7–9): both become the IR `Resize` with full-rank `scales` or
-//! `sizes`, the coordinate mapping and the nearest rounding spelled out.
+//! (opsets 7–9): both become the IR `Resize` with the coordinate mapping,
+//! the nearest rounding, the resized axes and the aspect-ratio policy spelled
+//! out.
 
 use super::expect_inputs;
 use crate::front::onnx::ctx::ConvertCtx;
 use crate::front::onnx::error::{invalid, unsupported, ConvertResult};
-use crate::ir::{CoordinateTransform, Dim, NearestMode, Op, ResizeAttrs, ResizeMode};
+use crate::ir::{AspectRatioPolicy, CoordinateTransform, NearestMode, Op, ResizeAttrs, ResizeMode};
 use d2nn_runtime::Tensor;
 
+const ROI: usize = 1;
 const SCALES: usize = 2;
 const SIZES: usize = 3;
 
@@ -15,7 +17,7 @@ fn mode(ctx: &ConvertCtx) -> ConvertResult<ResizeMode> {
     match ctx.attr_string_or("mode", "nearest")?.as_str() {
         "nearest" => Ok(ResizeMode::Nearest),
         "linear" => Ok(ResizeMode::Linear),
-        "cubic" => unsupported("attribute `mode` = \"cubic\" is not supported: only nearest and linear interpolation are"),
+        "cubic" => Ok(ResizeMode::Cubic { coeff_a: ctx.attr_float_or("cubic_coeff_a", -0.75)? }),
         other => invalid(format!("attribute `mode` = {other:?} is not a resize mode")),
     }
 }
@@ -38,7 +40,7 @@ fn legacy_attrs(ctx: &ConvertCtx, mode: ResizeMode) -> ConvertResult<ResizeAttrs
             nearest_mode = NearestMode::Ceil;
         }
     }
-    Ok(ResizeAttrs { mode, coordinate_transform: CoordinateTransform::Asymmetric, nearest_mode })
+    Ok(ResizeAttrs::new(mode, CoordinateTransform::Asymmetric, nearest_mode))
 }
 
 pub(super) fn upsample(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
@@ -72,6 +74,9 @@ pub(super) fn upsample(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
 pub(super) fn resize(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
     let mode = mode(ctx)?;
     if ctx.opset == 10 {
+        if let ResizeMode::Cubic { .. } = mode {
+            return invalid("attribute `mode` = \"cubic\" exists only since opset 11");
+        }
         for name in ["coordinate_transformation_mode", "nearest_mode", "cubic_coeff_a", "exclude_outside", "extrapolation_value"] {
             if ctx.has_attr(name) {
                 return invalid(format!("attribute `{name}` exists only since opset 11"));
@@ -88,28 +93,44 @@ pub(super) fn resize(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
             return invalid(format!("attribute `{name}` exists only since opset 18"));
         }
     }
-    if ctx.attr_int_or("antialias", 0)? != 0 {
-        return unsupported("attribute `antialias` = 1 is not supported: d2nnc resizes without antialiasing filters");
-    }
-    if ctx.attr_int_or("exclude_outside", 0)? != 0 {
-        return unsupported("attribute `exclude_outside` = 1 is not supported: it only changes cubic interpolation's border weights");
-    }
-    let policy = ctx.attr_string_or("keep_aspect_ratio_policy", "stretch")?;
-    if policy != "stretch" {
-        return unsupported(format!("attribute `keep_aspect_ratio_policy` = {policy:?} is not supported: only \"stretch\" is"));
-    }
-    let attrs = if ctx.opset == 10 {
+    // Antialiasing widens interpolation filters; nearest has none to widen.
+    let antialias = match ctx.attr_int_or("antialias", 0)? {
+        0 => false,
+        1 => mode != ResizeMode::Nearest,
+        v => return invalid(format!("attribute `antialias` = {v} must be 0 or 1")),
+    };
+    let exclude_outside = match ctx.attr_int_or("exclude_outside", 0)? {
+        0 => false,
+        1 if mode == ResizeMode::Nearest => {
+            // The reference would then output 0 wherever the nearest source
+            // lies outside the input, which no runtime does.
+            return unsupported("attribute `exclude_outside` = 1 is not supported with mode \"nearest\"");
+        }
+        1 => true,
+        v => return invalid(format!("attribute `exclude_outside` = {v} must be 0 or 1")),
+    };
+    let keep_aspect_ratio = match ctx.attr_string_or("keep_aspect_ratio_policy", "stretch")?.as_str() {
+        "stretch" => AspectRatioPolicy::Stretch,
+        "not_larger" => AspectRatioPolicy::NotLarger,
+        "not_smaller" => AspectRatioPolicy::NotSmaller,
+        other => return invalid(format!("attribute `keep_aspect_ratio_policy` = {other:?} is not a policy")),
+    };
+    let mut attrs = if ctx.opset == 10 {
         legacy_attrs(ctx, mode)?
     } else {
         let coordinate_transform = match ctx.attr_string_or("coordinate_transformation_mode", "half_pixel")?.as_str() {
             "half_pixel" => CoordinateTransform::HalfPixel,
+            "half_pixel_symmetric" => CoordinateTransform::HalfPixelSymmetric,
             "pytorch_half_pixel" => CoordinateTransform::PytorchHalfPixel,
             "align_corners" => CoordinateTransform::AlignCorners,
             "asymmetric" => CoordinateTransform::Asymmetric,
-            other @ ("tf_crop_and_resize" | "half_pixel_symmetric" | "tf_half_pixel_for_nn") => {
-                return unsupported(format!(
-                    "attribute `coordinate_transformation_mode` = {other:?} is not supported: only half_pixel, pytorch_half_pixel, align_corners and asymmetric are"
-                ))
+            "tf_crop_and_resize" => {
+                CoordinateTransform::TfCropAndResize { extrapolation_value: ctx.attr_float_or("extrapolation_value", 0.0)? }
+            }
+            "tf_half_pixel_for_nn" => {
+                return unsupported(
+                    "attribute `coordinate_transformation_mode` = \"tf_half_pixel_for_nn\" (opsets 11–12 only) is not supported",
+                )
             }
             other => return invalid(format!("attribute `coordinate_transformation_mode` = {other:?} is not a Resize mode")),
         };
@@ -120,10 +141,17 @@ pub(super) fn resize(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
             "ceil" => NearestMode::Ceil,
             other => return invalid(format!("attribute `nearest_mode` = {other:?} is not a Resize nearest mode")),
         };
-        ResizeAttrs { mode, coordinate_transform, nearest_mode }
+        ResizeAttrs { mode, coordinate_transform, nearest_mode, axes: None, keep_aspect_ratio, exclude_outside, antialias }
     };
-    // `roi` only matters for tf_crop_and_resize, which is rejected above.
-    ctx.set_input(1, None);
+    if let CoordinateTransform::TfCropAndResize { .. } = attrs.coordinate_transform {
+        let empty = ctx.const_input(ROI).is_some_and(|t| t.is_empty());
+        if ctx.input(ROI).is_none() || empty {
+            return invalid("coordinate_transformation_mode \"tf_crop_and_resize\" needs the `roi` input");
+        }
+    } else {
+        // Only tf_crop_and_resize reads `roi`.
+        ctx.set_input(ROI, None);
+    }
     // An empty `scales` stands for "not given" (opsets 11–12 require the slot).
     let empty_scales = ctx.const_input(SCALES).is_some_and(|t| t.is_empty());
     if ctx.input(SIZES).is_some() || empty_scales {
@@ -132,8 +160,12 @@ pub(super) fn resize(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
     if ctx.input(SCALES).is_none() && ctx.input(SIZES).is_none() {
         return invalid("one of the inputs `scales` and `sizes` must be given");
     }
+    if ctx.input(SIZES).is_none() {
+        // The policy only reinterprets `sizes`.
+        attrs.keep_aspect_ratio = AspectRatioPolicy::Stretch;
+    }
     if let Some(axes) = ctx.attr_ints("axes")? {
-        spread_over_axes(ctx, &axes)?;
+        attrs.axes = resized_axes(ctx, &axes)?;
     }
     while ctx.inputs.last() == Some(&None) {
         ctx.inputs.pop();
@@ -141,48 +173,16 @@ pub(super) fn resize(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
     Ok(Op::Resize(attrs))
 }
 
-/// Rewrites `scales`/`sizes` given for `axes` only into full-rank constants.
-fn spread_over_axes(ctx: &mut ConvertCtx, axes: &[i64]) -> ConvertResult<()> {
-    let Some(input) = ctx.input_type(0).cloned() else { return invalid("input `X` is missing") };
+/// Normalises the `axes` attribute; `None` when it lists every axis in order.
+fn resized_axes(ctx: &ConvertCtx, axes: &[i64]) -> ConvertResult<Option<Vec<usize>>> {
+    let Some(input) = ctx.input_type(0) else { return invalid("input `X` is missing") };
     let rank = input.rank();
-    let mut targets = Vec::with_capacity(axes.len());
+    let mut normalized = Vec::with_capacity(axes.len());
     for &a in axes {
         match crate::passes::infer::normalize_axis(a, rank) {
-            Some(a) if !targets.contains(&a) => targets.push(a),
+            Some(a) if !normalized.contains(&a) => normalized.push(a),
             _ => return invalid(format!("attribute `axes` = {axes:?} is not a set of distinct axes of a rank-{rank} input")),
         }
     }
-    let slot = if ctx.input(SCALES).is_some() { SCALES } else { SIZES };
-    let name = if slot == SCALES { "scales" } else { "sizes" };
-    let Some(given) = ctx.const_input(slot) else {
-        return unsupported(format!("attribute `axes` is supported only with a constant `{name}` input"));
-    };
-    if given.len() != targets.len() {
-        return invalid(format!("input `{name}` has {} elements for {} axes", given.len(), targets.len()));
-    }
-    let full = if slot == SCALES {
-        let mut full = vec![1.0f32; rank];
-        for (&a, s) in targets.iter().zip(given.to_f32_vec()) {
-            full[a] = s;
-        }
-        Tensor::from_f32(&[rank], full)
-    } else {
-        let mut full = Vec::with_capacity(rank);
-        for (i, d) in input.shape.iter().enumerate() {
-            match (targets.iter().position(|&a| a == i), d) {
-                (Some(k), _) => full.push(given.to_i64_vec()[k]),
-                (None, Dim::Known(n)) => full.push(*n as i64),
-                (None, _) => {
-                    return unsupported(format!(
-                        "attribute `axes` with `sizes` needs the other dims known; input dim {i} is dynamic"
-                    ))
-                }
-            }
-        }
-        Tensor::from_i64(&[rank], full)
-    }
-    .map_err(|e| crate::front::onnx::ConvertError::Invalid(e.to_string()))?;
-    let v = ctx.add_const(name, full);
-    ctx.set_input(slot, Some(v));
-    Ok(())
+    Ok((!normalized.iter().copied().eq(0..rank)).then_some(normalized))
 }

@@ -81,6 +81,15 @@ fn float_init(name: &str, values: &[f32]) -> TensorProto {
     t
 }
 
+fn int_init(name: &str, values: &[i64]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.into();
+    t.data_type = DataType::INT64 as i32;
+    t.dims = vec![values.len() as i64];
+    t.int64_data = values.to_vec();
+    t
+}
+
 fn bool_init(name: &str, value: bool) -> TensorProto {
     let mut t = TensorProto::new();
     t.name = name.into();
@@ -147,7 +156,10 @@ fn pad_attributes_before_opset_11() {
     assert_eq!(out[0], floats(&[1, 6], &[2.0, 1.0, 0.0, 1.0, 2.0, 1.0]));
     let attrs = vec![("mode", Attr::Str("wrap")), ("pads", Attr::Ints(vec![0, 2, 0, 1]))];
     let err = run(10, iota(&[1, 3]), vec![node("Pad", &["x"], &["y"], attrs)], vec![], &["y"]).unwrap_err();
-    assert!(err.contains("\"wrap\" is not supported"), "{err}");
+    assert!(err.contains("\"wrap\" exists only since opset 19"), "{err}");
+    let n = node("Pad", &["x", "p"], &["y"], vec![("mode", Attr::Str("wrap"))]);
+    let out = run(19, iota(&[1, 3]), vec![n], vec![int_init("p", &[0, 2, 0, 1])], &["y"]).unwrap();
+    assert_eq!(out[0], floats(&[1, 6], &[1.0, 2.0, 0.0, 1.0, 2.0, 0.0]));
 }
 
 #[test]
@@ -175,6 +187,19 @@ fn dropout_is_identity_unless_training() {
 }
 
 #[test]
+fn inference_dropout_mask_keeps_everything() {
+    let n = node("Dropout", &["x"], &["y", "mask"], vec![]);
+    let out = run(13, iota(&[2, 2]), vec![n], vec![], &["y", "mask"]).unwrap();
+    assert_eq!(out[0], iota(&[2, 2]));
+    assert_eq!(out[1], Tensor::from_bool(&[2, 2], vec![true; 4]).unwrap());
+    // Training mode draws a random mask, which stays unsupported.
+    let n = node("Dropout", &["x", "r", "t"], &["y", "mask"], vec![]);
+    let inits = vec![float_init("r", &[0.5]), bool_init("t", true)];
+    let err = run(13, iota(&[4]), vec![n], inits, &["y", "mask"]).unwrap_err();
+    assert!(err.contains("training_mode"), "{err}");
+}
+
+#[test]
 fn transpose_defaults_to_reversing_the_axes() {
     let out = run(13, iota(&[2, 3]), vec![node("Transpose", &["x"], &["y"], vec![])], vec![], &["y"]).unwrap();
     assert_eq!(out[0], floats(&[3, 2], &[0.0, 3.0, 1.0, 4.0, 2.0, 5.0]));
@@ -195,6 +220,24 @@ fn upsample_is_asymmetric_floor_nearest() {
 }
 
 #[test]
+fn resize_reads_cubic_and_axes() {
+    // The reference's cubic upsampling of [0, 1, 2, 3] by 2 (half_pixel, a = -0.75).
+    let n = node("Resize", &["x", "", "s"], &["y"], vec![("mode", Attr::Str("cubic"))]);
+    let out = run(19, iota(&[1, 4]), vec![n], vec![float_init("s", &[1.0, 2.0])], &["y"]).unwrap();
+    let want = [-0.105_468_75, 0.191_406_25, 0.667_968_75, 1.296_875, 1.703_125, 2.332_031_3, 2.808_593_8, 3.105_468_8];
+    for (g, w) in out[0].to_f32_vec().iter().zip(want) {
+        assert!((g - w).abs() < 1e-6, "{out:?}");
+    }
+    // `axes` = [-1]: one scale, for the last axis only.
+    let n = node("Resize", &["x", "", "s"], &["y"], vec![("axes", Attr::Ints(vec![-1]))]);
+    let out = run(19, iota(&[1, 2]), vec![n], vec![float_init("s", &[2.0])], &["y"]).unwrap();
+    assert_eq!(out[0], floats(&[1, 4], &[0.0, 0.0, 1.0, 1.0]));
+    let n = node("Resize", &["x", "", "s"], &["y"], vec![("axes", Attr::Ints(vec![1, 1]))]);
+    let err = run(19, iota(&[1, 2]), vec![n], vec![float_init("s", &[2.0, 2.0])], &["y"]).unwrap_err();
+    assert!(err.contains("distinct axes"), "{err}");
+}
+
+#[test]
 fn resize_10_uses_asymmetric_coordinates() {
     let n = node("Resize", &["x", "s"], &["y"], vec![("mode", Attr::Str("nearest"))]);
     let out = run(10, iota(&[1, 4]), vec![n], vec![float_init("s", &[1.0, 0.5])], &["y"]).unwrap();
@@ -207,14 +250,29 @@ fn resize_10_uses_asymmetric_coordinates() {
 #[test]
 fn resize_rejects_what_it_does_not_implement_with_reasons() {
     let cases = [
-        (vec![("mode", Attr::Str("cubic"))], "cubic"),
-        (vec![("antialias", Attr::Int(1))], "antialias"),
-        (vec![("coordinate_transformation_mode", Attr::Str("tf_crop_and_resize"))], "tf_crop_and_resize"),
-        (vec![("keep_aspect_ratio_policy", Attr::Str("not_larger"))], "keep_aspect_ratio_policy"),
+        (12, vec![("coordinate_transformation_mode", Attr::Str("tf_half_pixel_for_nn"))], "tf_half_pixel_for_nn"),
+        (19, vec![("exclude_outside", Attr::Int(1))], "exclude_outside"),
     ];
-    for (attrs, word) in cases {
+    for (opset, attrs, word) in cases {
         let n = node("Resize", &["x", "", "s"], &["y"], attrs);
-        let err = run(19, iota(&[1, 4]), vec![n], vec![float_init("s", &[1.0, 2.0])], &["y"]).unwrap_err();
+        let err = run(opset, iota(&[1, 4]), vec![n], vec![float_init("s", &[1.0, 2.0])], &["y"]).unwrap_err();
         assert!(err.contains(word) && err.contains("not supported"), "{err}");
     }
+    let n = node("Resize", &["x", "", "s"], &["y"], vec![("coordinate_transformation_mode", Attr::Str("tf_crop_and_resize"))]);
+    let err = run(19, iota(&[1, 4]), vec![n], vec![float_init("s", &[1.0, 2.0])], &["y"]).unwrap_err();
+    assert!(err.contains("needs the `roi` input"), "{err}");
+}
+
+#[test]
+fn resize_crops_the_roi_and_fills_outside_it() {
+    // roi [0, 0.5] then [1, 1.5] of a 4-wide row, 3 samples each: at 0, 0.75, 1.5 and at 3, 3.75, 4.5 (the last two outside).
+    let attrs = || vec![("coordinate_transformation_mode", Attr::Str("tf_crop_and_resize")), ("mode", Attr::Str("linear")), ("extrapolation_value", Attr::Float(-1.0))];
+    let n = node("Resize", &["x", "roi", "", "sizes"], &["y"], attrs());
+    let inits = vec![float_init("roi", &[0.0, 0.0, 1.0, 0.5]), int_init("sizes", &[1, 3])];
+    let out = run(19, iota(&[1, 4]), vec![n], inits, &["y"]).unwrap();
+    assert_eq!(out[0], floats(&[1, 3], &[0.0, 0.75, 1.5]));
+    let n = node("Resize", &["x", "roi", "", "sizes"], &["y"], attrs());
+    let inits = vec![float_init("roi", &[0.0, 1.0, 1.0, 1.5]), int_init("sizes", &[1, 3])];
+    let out = run(19, iota(&[1, 4]), vec![n], inits, &["y"]).unwrap();
+    assert_eq!(out[0], floats(&[1, 3], &[3.0, -1.0, -1.0]));
 }
