@@ -63,6 +63,7 @@ pub fn node_flops(graph: &Graph, node: NodeId, bind: &dyn Fn(Symbol) -> Option<u
         Op::Variadic(_) => out_elems()? * (n.inputs.len().saturating_sub(1).max(1) as u64),
         Op::If => 0,
         Op::Identity
+        | Op::Dropout
         | Op::Flatten { .. }
         | Op::Reshape { .. }
         | Op::Transpose { .. }

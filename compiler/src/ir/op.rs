@@ -276,10 +276,11 @@ pub enum Op {
     InstanceNorm { epsilon: f32 },
 
     // ── shape and indexing ──
-    /// Inputs: X, or nothing else: the output's type gives the shape.
-    /// Outputs: X and, optionally, an all-true bool tensor of X's shape
-    /// (inference-time Dropout's `mask`: nothing is dropped).
+    /// Inputs: X.
     Identity,
+    /// Inference-time dropout: nothing is dropped. Inputs: X. Outputs: X and,
+    /// optionally, the `mask`: an all-true bool tensor of X's shape.
+    Dropout,
     /// Inputs: X.
     Flatten { axis: i64 },
     /// Inputs: data, shape?. Without `shape` the output's (folded) type is the target.
@@ -373,6 +374,7 @@ impl Op {
             | Op::Where
             | Op::Cast { .. } => Family::Elementwise,
             Op::Identity
+            | Op::Dropout
             | Op::Flatten { .. }
             | Op::Reshape { .. }
             | Op::Transpose { .. }
@@ -421,6 +423,7 @@ impl Op {
             Op::LayerNorm { .. } => "LayerNormalization",
             Op::InstanceNorm { .. } => "InstanceNormalization",
             Op::Identity => "Identity",
+            Op::Dropout => "Dropout",
             Op::Flatten { .. } => "Flatten",
             Op::Reshape { .. } => "Reshape",
             Op::Transpose { .. } => "Transpose",
@@ -466,7 +469,7 @@ impl Op {
                 PoolKind::Max { column_major_indices: true } => format!("{attrs:?}, column_major_indices: true"),
                 PoolKind::Average { count_include_pad } => format!("{attrs:?}, count_include_pad: {count_include_pad}"),
             },
-            Op::GlobalPool { .. } | Op::MatMul | Op::Clip | Op::Where | Op::Identity | Op::Slice => String::new(),
+            Op::GlobalPool { .. } | Op::MatMul | Op::Clip | Op::Where | Op::Identity | Op::Dropout | Op::Slice => String::new(),
             Op::Squeeze | Op::Unsqueeze | Op::Size | Op::Expand | Op::Tile | Op::Range | Op::If => String::new(),
             Op::Unary(u) => strip_variant(&format!("{u:?}")),
             Op::Binary(_) | Op::Variadic(_) => String::new(),

@@ -16,7 +16,7 @@ use d2nn_runtime::DType;
 pub(super) fn infer(ctx: &InferCtx) -> Result<Vec<TensorType>, InferError> {
     let one = |t: TensorType| Ok(vec![t]);
     match ctx.op() {
-        Op::Identity => identity(ctx),
+        Op::Identity | Op::Dropout => identity(ctx),
         Op::Flatten { axis } => one(flatten(ctx, *axis)?),
         Op::Reshape { allowzero } => one(reshape(ctx, *allowzero)?),
         Op::Transpose { perm } => one(transpose(ctx, perm)?),

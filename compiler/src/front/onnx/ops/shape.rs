@@ -102,8 +102,8 @@ fn expect_inputs(ctx: &ConvertCtx, allowed: RangeInclusive<usize>) -> ConvertRes
     }
 }
 
-/// Inference-time dropout is the identity; only the data operand is kept.
-/// Its `mask` output, when used, is all true (an Identity's second output).
+/// Inference-time dropout passes its data through; only the data operand is
+/// kept, and the `mask` output, when used, is all true.
 fn dropout(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
     if ctx.opset < 12 {
         expect_inputs(ctx, 1..=1)?;
@@ -126,7 +126,7 @@ fn dropout(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
         }
     }
     ctx.inputs.truncate(1);
-    Ok(Op::Identity)
+    Ok(Op::Dropout)
 }
 
 fn transpose(ctx: &mut ConvertCtx) -> ConvertResult<Op> {
