@@ -240,7 +240,7 @@ fn classify(e: LoadError) -> Status {
         }),
         LoadError::Input { reason, .. } | LoadError::Tensor { reason, .. } => reason.contains("not supported"),
         LoadError::Output { .. } => false,
-        LoadError::Model(m) => m.contains("outside the supported range") || m.contains("not supported"),
+        LoadError::Model(m) => m.contains("outside the") || m.contains("not supported"),
         _ => false,
     };
     let text = e.to_string().replace('\n', " ");

@@ -37,18 +37,6 @@ impl Dim {
         matches!(self, Dim::Known(_))
     }
 
-    /// Product of two dims, when it is still representable.
-    pub fn mul(self, other: Dim) -> Dim {
-        match (self, other) {
-            (Dim::Known(a), Dim::Known(b)) => a.checked_mul(b).map_or(Dim::Unknown, Dim::Known),
-            (Dim::Known(0), _) | (_, Dim::Known(0)) => Dim::Known(0),
-            (Dim::Known(k), Dim::Sym { sym, factor }) | (Dim::Sym { sym, factor }, Dim::Known(k)) => {
-                factor.checked_mul(k).map_or(Dim::Unknown, |factor| Dim::Sym { sym, factor })
-            }
-            _ => Dim::Unknown,
-        }
-    }
-
     /// Exact quotient `self / other`, when it is representable.
     pub fn div_exact(self, other: Dim) -> Option<Dim> {
         match (self, other) {
@@ -73,6 +61,22 @@ impl Dim {
     }
 }
 
+impl std::ops::Mul for Dim {
+    type Output = Dim;
+
+    /// Product of two dims; `Unknown` when it is not representable.
+    fn mul(self, other: Dim) -> Dim {
+        match (self, other) {
+            (Dim::Known(a), Dim::Known(b)) => a.checked_mul(b).map_or(Dim::Unknown, Dim::Known),
+            (Dim::Known(0), _) | (_, Dim::Known(0)) => Dim::Known(0),
+            (Dim::Known(k), Dim::Sym { sym, factor }) | (Dim::Sym { sym, factor }, Dim::Known(k)) => {
+                factor.checked_mul(k).map_or(Dim::Unknown, |factor| Dim::Sym { sym, factor })
+            }
+            _ => Dim::Unknown,
+        }
+    }
+}
+
 impl From<usize> for Dim {
     fn from(n: usize) -> Dim {
         Dim::Known(n)
@@ -81,7 +85,7 @@ impl From<usize> for Dim {
 
 /// Product of all dims (the element count), symbolic where needed.
 pub fn volume(dims: &[Dim]) -> Dim {
-    dims.iter().fold(Dim::Known(1), |acc, &d| acc.mul(d))
+    dims.iter().fold(Dim::Known(1), |acc, &d| acc * d)
 }
 
 /// The type of a value: element type and shape.
@@ -168,11 +172,11 @@ mod tests {
     #[test]
     fn symbolic_arithmetic_stays_exact() {
         let n = Dim::sym(Symbol(0));
-        let nc = n.mul(Dim::Known(64));
+        let nc = n * Dim::Known(64);
         assert_eq!(nc, Dim::Sym { sym: Symbol(0), factor: 64 });
         assert_eq!(nc.div_exact(Dim::Known(16)), Some(Dim::Sym { sym: Symbol(0), factor: 4 }));
         assert_eq!(nc.div_exact(n), Some(Dim::Known(64)));
         assert_eq!(nc.div_exact(Dim::Known(3)), None);
-        assert_eq!(n.mul(n), Dim::Unknown);
+        assert_eq!(n * n, Dim::Unknown);
     }
 }

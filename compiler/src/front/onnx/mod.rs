@@ -19,7 +19,7 @@ use crate::ir::{Dim, Graph, NodeId, Op, RegionId, RegionKind, TensorType, ValueI
 use crate::passes::infer;
 use ctx::ConvertCtx;
 use onnx_protobuf::{GraphProto, Message, ModelProto, NodeProto, ValueInfoProto};
-use registry::{Registry, MAX_OPSET, MIN_OPSET};
+use registry::{Registry, MAX_OPSET};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use tensor::{dtype_from_onnx, tensor_from_proto};
@@ -91,14 +91,12 @@ fn default_opset(proto: &ModelProto) -> Result<i64, LoadError> {
             _ => {}
         }
     }
-    // Files without an opset import mean opset 1. Opsets below MIN_OPSET are
-    // not refused here: ops that never changed (Not, say) are still written
-    // with their opset-1 import, and each converter's own range decides.
+    // Files without an opset import mean opset 1. Old opsets are not refused
+    // here: each converter declares the opsets whose semantics it implements
+    // (ops unchanged since opset 1 accept it), and nodes outside are reported.
     let opset = opset.unwrap_or(1);
     if !(1..=MAX_OPSET).contains(&opset) {
-        return Err(LoadError::Model(format!(
-            "opset {opset} is outside the supported range {MIN_OPSET}–{MAX_OPSET} (older opsets only for ops unchanged since)"
-        )));
+        return Err(LoadError::Model(format!("opset {opset} is outside the range d2nnc reads, 1–{MAX_OPSET}")));
     }
     Ok(opset)
 }

@@ -8,8 +8,6 @@ use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::OnceLock;
 
-/// Oldest default-domain opset d2nnc reads.
-pub const MIN_OPSET: i64 = 7;
 /// Newest default-domain opset d2nnc reads. Opsets 22–28 changed only the
 /// type lists (bf16, fp8, int4…) of the ops d2nnc supports, not their semantics.
 pub const MAX_OPSET: i64 = 28;

@@ -167,7 +167,7 @@ fn conv_operands<'a>(ctx: &InferCtx<'a>, a: &ConvAttrs) -> Result<(&'a TensorTyp
 fn conv(ctx: &InferCtx, a: &ConvAttrs) -> Result<TensorType, InferError> {
     let (x, w) = conv_operands(ctx, a)?;
     let group = Dim::Known(a.group);
-    if conflict(x.shape[1], w.shape[1].mul(group)) {
+    if conflict(x.shape[1], w.shape[1] * group) {
         return Err(ctx.err(format!(
             "input has {:?} channels but the weight expects {:?} per group × {} groups",
             x.shape[1], w.shape[1], a.group
@@ -199,7 +199,7 @@ fn conv_transpose_output(ctx: &InferCtx, axis: usize, input: Dim, a: &ConvTransp
         return Ok(Dim::Known(shape[axis]));
     }
     let pads = match &c.padding {
-        Padding::SameUpper | Padding::SameLower => return Ok(input.mul(Dim::Known(stride))),
+        Padding::SameUpper | Padding::SameLower => return Ok(input * Dim::Known(stride)),
         Padding::Explicit(p) => p[axis] + p[axis + c.kernel.len()],
     };
     let grown = a.output_padding[axis] + reach;
@@ -214,7 +214,7 @@ fn conv_transpose_output(ctx: &InferCtx, axis: usize, input: Dim, a: &ConvTransp
             Ok(Dim::Known(full - pads))
         }
         // stride·(in-1) + grown - pads is stride·in exactly when grown - pads == stride.
-        _ if grown == stride + pads => Ok(input.mul(Dim::Known(stride))),
+        _ if grown == stride + pads => Ok(input * Dim::Known(stride)),
         _ => Ok(Dim::Unknown),
     }
 }
@@ -234,7 +234,7 @@ fn conv_transpose(ctx: &InferCtx, a: &ConvTransposeAttrs) -> Result<TensorType, 
             return Err(ctx.err(format!("{c} input channels cannot be split into {group} groups")));
         }
     }
-    let out_channels = w.shape[1].mul(Dim::Known(group));
+    let out_channels = w.shape[1] * Dim::Known(group);
     if ctx.opt_input(2).is_some() {
         expect_vector(ctx, 2, "bias", out_channels)?;
     }

@@ -399,7 +399,7 @@ fn tile(ctx: &InferCtx) -> Result<TensorType, InferError> {
             .iter()
             .zip(&reps)
             .map(|(&d, &r)| {
-                usize::try_from(r).map(|r| d.mul(Dim::Known(r))).map_err(|_| ctx.err(format!("input `repeats` = {reps:?} is negative")))
+                usize::try_from(r).map(|r| d * Dim::Known(r)).map_err(|_| ctx.err(format!("input `repeats` = {reps:?} is negative")))
             })
             .collect::<Result<_, _>>()?,
         None => vec![Dim::Unknown; x.rank()],

@@ -216,7 +216,7 @@ fn scaled_dim(dim: Dim, scale: f32) -> Dim {
     let scale = scale as f64;
     match dim {
         Dim::Known(d) => Dim::Known((d as f64 * scale).floor() as usize),
-        Dim::Sym { .. } if scale.fract() == 0.0 && scale <= u32::MAX as f64 => dim.mul(Dim::Known(scale as usize)),
+        Dim::Sym { .. } if scale.fract() == 0.0 && scale <= u32::MAX as f64 => dim * Dim::Known(scale as usize),
         _ => Dim::Unknown,
     }
 }
