@@ -251,14 +251,17 @@ fn classify(e: LoadError) -> Status {
     }
 }
 
-fn primary_op(id: &str, ops: &[String]) -> String {
-    let lowered = id.to_lowercase().replace('_', "");
-    ops.iter()
-        .filter(|op| lowered.contains(&op.to_lowercase()))
-        .max_by_key(|op| op.len())
-        .or_else(|| ops.first())
-        .cloned()
-        .unwrap_or_else(|| "(none)".into())
+/// The operator a node case tests: the op of a one-node model, or for an
+/// `_expanded` case (the op's function body) the op of the case it expands.
+fn primary_op(id: &str, ops: &[String], single_node_ops: &HashMap<&str, &str>) -> String {
+    if let [only] = ops {
+        return only.clone();
+    }
+    let base = match id.find("_expanded") {
+        Some(i) => &id[..i],
+        None => id,
+    };
+    single_node_ops.get(base).map_or_else(|| "(multi-node)".to_string(), |op| op.to_string())
 }
 
 fn read_expected(path: &Path) -> BTreeMap<String, String> {
@@ -277,6 +280,14 @@ fn read_expected(path: &Path) -> BTreeMap<String, String> {
 
 fn report(cases: &[Case], results: &[Outcome], expected_path: &Path, filtered: bool, root: &Path) {
     let mut per_op: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+    let single_node_ops: HashMap<&str, &str> = cases
+        .iter()
+        .zip(results)
+        .filter_map(|(c, (_, ops))| match &ops[..] {
+            [only] => Some((c.id.as_str(), only.as_str())),
+            _ => None,
+        })
+        .collect();
     let mut totals = [0usize; 3];
     for (case, (status, ops)) in cases.iter().zip(results) {
         let slot = match status {
@@ -284,7 +295,11 @@ fn report(cases: &[Case], results: &[Outcome], expected_path: &Path, filtered: b
             Status::Fail(_) => 1,
             Status::Unsupported(_) => 2,
         };
-        let op = if case.id.starts_with("node/") { primary_op(&case.id, ops) } else { case.id.split('/').next().unwrap().to_string() };
+        let op = if case.id.starts_with("node/") {
+            primary_op(&case.id, ops, &single_node_ops)
+        } else {
+            case.id.split('/').next().unwrap().to_string()
+        };
         per_op.entry(op).or_default()[slot] += 1;
         totals[slot] += 1;
     }
