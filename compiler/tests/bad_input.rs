@@ -3,10 +3,10 @@
 //! model folder, absurd dimensions, inputs of the wrong shape or type.
 
 use d2nn_runtime::Tensor;
+use d2nnc::front::onnx::build::{graph, model_bytes, node, tensor_f32, value_info, DataType, NodeExt};
 use d2nnc::front::onnx::{load, load_bytes, LoadError};
-use onnx_protobuf::tensor_proto::{DataLocation, DataType};
-use onnx_protobuf::type_proto::{Tensor as TypeTensor, Value as TypeValue};
-use onnx_protobuf::*;
+use onnx_protobuf::tensor_proto::DataLocation;
+use onnx_protobuf::{NodeProto, StringStringEntryProto, TensorProto};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -14,51 +14,10 @@ fn fixture_model() -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/resnet_tiny/model.onnx")).unwrap()
 }
 
-fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let mut shape = TensorShapeProto::new();
-    for &d in dims {
-        let mut dim = tensor_shape_proto::Dimension::new();
-        dim.set_dim_value(d);
-        shape.dim.push(dim);
-    }
-    let mut tt = TypeTensor::new();
-    tt.elem_type = DataType::FLOAT as i32;
-    tt.shape = Some(shape).into();
-    let mut tp = TypeProto::new();
-    tp.value = Some(TypeValue::TensorType(tt));
-    let mut vi = ValueInfoProto::new();
-    vi.name = name.into();
-    vi.type_ = Some(tp).into();
-    vi
-}
-
-fn node(name: &str, op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
-    let mut n = NodeProto::new();
-    n.name = name.into();
-    n.op_type = op.into();
-    n.input = inputs.iter().map(|s| s.to_string()).collect();
-    n.output = outputs.iter().map(|s| s.to_string()).collect();
-    n
-}
-
-fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, input_dims: &[i64]) -> ModelProto {
-    let mut g = GraphProto::new();
-    g.name = "bad".into();
-    g.node = nodes;
-    g.initializer = inits;
-    g.input.push(value_info("x", input_dims));
-    g.output.push(value_info("y", &[]));
-    let mut m = ModelProto::new();
-    m.ir_version = 8;
-    let mut op = OperatorSetIdProto::new();
-    op.version = 13;
-    m.opset_import.push(op);
-    m.graph = Some(g).into();
-    m
-}
-
-fn bytes(m: &ModelProto) -> Vec<u8> {
-    m.write_to_bytes().unwrap()
+/// The serialised model of `nodes` reading input `x` (f32 of `input_dims`) and writing `y`.
+fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, input_dims: &[i64]) -> Vec<u8> {
+    let g = graph("bad", nodes, vec![value_info("x", DataType::FLOAT, input_dims)], vec![value_info("y", DataType::FLOAT, &[])], inits);
+    model_bytes(g, 8, 13)
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -94,11 +53,15 @@ fn garbage_and_empty_files_are_errors() {
 #[test]
 fn every_unsupported_node_is_listed_in_one_error() {
     let m = model(
-        vec![node("first", "FancyOp", &["x"], &["a"]), node("fine", "Relu", &["a"], &["b"]), node("second", "Frobnicate", &["b"], &["y"])],
+        vec![
+            node("FancyOp", &["x"], &["a"]).with_name("first"),
+            node("Relu", &["a"], &["b"]).with_name("fine"),
+            node("Frobnicate", &["b"], &["y"]).with_name("second"),
+        ],
         vec![],
         &[1, 4],
     );
-    let err = load_bytes(&bytes(&m), None, "m.onnx").unwrap_err();
+    let err = load_bytes(&m, None, "m.onnx").unwrap_err();
     let text = err.to_string();
     assert!(text.starts_with("2 nodes cannot be compiled"), "{text}");
     assert!(text.contains("node `first` (FancyOp, opset 13): operator not supported"), "{text}");
@@ -107,23 +70,19 @@ fn every_unsupported_node_is_listed_in_one_error() {
 
 #[test]
 fn custom_domains_are_named() {
-    let mut n = node("custom", "Relu", &["x"], &["y"]);
-    n.domain = "com.example".into();
-    let err = load_bytes(&bytes(&model(vec![n], vec![], &[1])), None, "m.onnx").unwrap_err();
+    let n = node("Relu", &["x"], &["y"]).with_name("custom").with_domain("com.example");
+    let err = load_bytes(&model(vec![n], vec![], &[1]), None, "m.onnx").unwrap_err();
     assert!(err.to_string().contains("node `custom` (com.example::Relu, opset 13): operators of domain `com.example`"), "{err}");
 }
 
 #[test]
 fn undefined_inputs_are_named() {
-    let err = load_bytes(&bytes(&model(vec![node("n", "Relu", &["ghost"], &["y"])], vec![], &[1])), None, "m.onnx").unwrap_err();
+    let err = load_bytes(&model(vec![node("Relu", &["ghost"], &["y"]).with_name("n")], vec![], &[1]), None, "m.onnx").unwrap_err();
     assert!(err.to_string().contains("input `ghost` is not defined"), "{err}");
 }
 
 fn external_tensor(name: &str, location: &str) -> TensorProto {
-    let mut t = TensorProto::new();
-    t.name = name.into();
-    t.data_type = DataType::FLOAT as i32;
-    t.dims = vec![4];
+    let mut t = tensor_f32(name, &[4], &[]);
     t.data_location = DataLocation::EXTERNAL.into();
     let mut kv = StringStringEntryProto::new();
     kv.key = "location".into();
@@ -137,9 +96,9 @@ fn load_with_external(tag: &str, location: &str, setup: impl FnOnce(&Path)) -> R
     let model_dir = dir.join("model");
     std::fs::create_dir_all(&model_dir).unwrap();
     setup(&dir);
-    let m = model(vec![node("add", "Add", &["x", "w"], &["y"])], vec![external_tensor("w", location)], &[4]);
+    let m = model(vec![node("Add", &["x", "w"], &["y"]).with_name("add")], vec![external_tensor("w", location)], &[4]);
     let path = model_dir.join("model.onnx");
-    std::fs::write(&path, bytes(&m)).unwrap();
+    std::fs::write(&path, m).unwrap();
     load(&path).map(|_| ())
 }
 
@@ -181,35 +140,29 @@ fn external_data_that_is_too_short_or_missing_is_an_error() {
 
 #[test]
 fn absurd_dimensions_are_refused() {
-    let mut t = TensorProto::new();
-    t.name = "huge".into();
-    t.data_type = DataType::FLOAT as i32;
-    t.dims = vec![1 << 40, 1 << 40];
-    let m = model(vec![node("add", "Add", &["x", "huge"], &["y"])], vec![t], &[1]);
-    let err = load_bytes(&bytes(&m), None, "m.onnx").unwrap_err().to_string();
+    let t = tensor_f32("huge", &[1 << 40, 1 << 40], &[]);
+    let m = model(vec![node("Add", &["x", "huge"], &["y"]).with_name("add")], vec![t], &[1]);
+    let err = load_bytes(&m, None, "m.onnx").unwrap_err().to_string();
     assert!(err.contains("tensor `huge`") && err.contains("absurd"), "{err}");
 
-    let m = model(vec![node("relu", "Relu", &["x"], &["y"])], vec![], &[-3, 4]);
-    let err = load_bytes(&bytes(&m), None, "m.onnx").unwrap_err().to_string();
+    let m = model(vec![node("Relu", &["x"], &["y"]).with_name("relu")], vec![], &[-3, 4]);
+    let err = load_bytes(&m, None, "m.onnx").unwrap_err().to_string();
     assert!(err.contains("graph input `x`") && err.contains("absurd"), "{err}");
 }
 
 #[test]
 fn initializer_with_wrong_data_length_is_named() {
-    let mut t = TensorProto::new();
-    t.name = "w".into();
-    t.data_type = DataType::FLOAT as i32;
-    t.dims = vec![4];
+    let mut t = tensor_f32("w", &[4], &[]);
     t.raw_data = vec![0u8; 10];
-    let m = model(vec![node("add", "Add", &["x", "w"], &["y"])], vec![t], &[4]);
-    let err = load_bytes(&bytes(&m), None, "m.onnx").unwrap_err().to_string();
+    let m = model(vec![node("Add", &["x", "w"], &["y"]).with_name("add")], vec![t], &[4]);
+    let err = load_bytes(&m, None, "m.onnx").unwrap_err().to_string();
     assert!(err.contains("tensor `w`") && err.contains("10 bytes"), "{err}");
 }
 
 #[test]
 fn wrong_input_shape_and_dtype_name_the_input() {
-    let m = model(vec![node("relu", "Relu", &["x"], &["y"])], vec![], &[2, 3]);
-    let loaded = load_bytes(&bytes(&m), None, "m.onnx").unwrap();
+    let m = model(vec![node("Relu", &["x"], &["y"]).with_name("relu")], vec![], &[2, 3]);
+    let loaded = load_bytes(&m, None, "m.onnx").unwrap();
     let run = |t: Tensor| d2nnc::interp::run(&loaded.graph, &HashMap::from([("x".to_string(), t)]));
     let err = run(Tensor::zeros(d2nn_runtime::DType::F32, &[3, 2])).unwrap_err().to_string();
     assert_eq!(err, "input `x`: expected f32[2,3], got f32[3, 2]");

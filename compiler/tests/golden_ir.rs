@@ -1,31 +1,13 @@
 //! Golden tests of the IR text form for real exports: what the front end and
 //! the pass pipeline make of them. Update with `D2NNC_BLESS=1 cargo test`.
 
+mod common;
+
+use common::check;
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
-
-/// Compares `actual` with `tests/golden/<name>.txt`, or rewrites it when `D2NNC_BLESS` is set.
-fn check(name: &str, actual: &str) {
-    let path = root().join("tests/golden").join(format!("{name}.txt"));
-    if std::env::var_os("D2NNC_BLESS").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    if expected != actual {
-        let first = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).unwrap_or(expected.lines().count().min(actual.lines().count()));
-        panic!(
-            "golden {} differs at line {}:\n  expected: {:?}\n  actual:   {:?}\nrun with D2NNC_BLESS=1 to update",
-            path.display(),
-            first + 1,
-            expected.lines().nth(first),
-            actual.lines().nth(first)
-        );
-    }
 }
 
 fn fixture(name: &str) -> PathBuf {

@@ -3,37 +3,15 @@
 //! `tests/golden/passes/<name>.txt` (rewritten with `D2NNC_BLESS=1`). Each
 //! pipeline test also checks that the interpreter's outputs are unchanged.
 
+mod common;
+
+use common::check;
 use d2nn_runtime::{DType, Tensor};
 use d2nnc::ir::{BinaryOp, ConvAttrs, Dim, Graph, Node, Op, Padding, ReduceOp, RegionKind, TensorType, UnaryOp, ValueId};
 use d2nnc::passes::{bn_fold, dce, fold, infer, optimize};
 use ndarray::Axis;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
-fn golden_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/passes").join(format!("{name}.txt"))
-}
-
-/// Compares `actual` with the golden file, or rewrites it under `D2NNC_BLESS`.
-fn check(name: &str, actual: &str) {
-    let path = golden_path(name);
-    if std::env::var_os("D2NNC_BLESS").is_some() {
-        std::fs::create_dir_all(path.parent().expect("golden dir")).expect("create golden dir");
-        std::fs::write(&path, actual).expect("write golden file");
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    if expected != actual {
-        let line = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).unwrap_or(expected.lines().count().min(actual.lines().count()));
-        panic!(
-            "golden {} differs at line {}:\n  expected: {:?}\n  actual:   {:?}\nfull output:\n{actual}\nrun with D2NNC_BLESS=1 to update",
-            path.display(),
-            line + 1,
-            expected.lines().nth(line),
-            actual.lines().nth(line)
-        );
-    }
-}
+use std::path::Path;
 
 /// A graph under construction; node outputs get their types from inference.
 struct Builder {
@@ -154,7 +132,7 @@ fn optimize_and_check(name: &str, mut g: Graph) -> Graph {
         let got = d2nnc::interp::run(&g, &inputs).expect("optimized graph runs");
         assert_close(&got, &want);
     }
-    check(name, &d2nnc::ir::printer::print(&g));
+    check(&format!("passes/{name}"), &d2nnc::ir::printer::print(&g));
     g
 }
 
@@ -254,7 +232,7 @@ fn dead_code_goes_in_every_region_but_outputs_stay() {
     let removed = dce::run(&mut g);
     d2nnc::ir::verify::verify(&g).expect("verifies after dce");
     assert_eq!(removed, 5);
-    check("dce", &d2nnc::ir::printer::print(&g));
+    check("passes/dce", &d2nnc::ir::printer::print(&g));
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! converts every node through the [`registry`]. Problems with nodes are
 //! collected, so one error lists every node that cannot be compiled.
 
+pub mod build;
 pub mod ctx;
 pub mod error;
 mod ops;

@@ -224,36 +224,10 @@ fn float8_only_attrs(c: &ConvertCtx) -> ConvertResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::front::onnx::build::{graph, model_bytes, node, tensor_f32, value_info, Attr, DataType, NodeExt};
     use crate::front::onnx::load_bytes;
     use crate::ir::Graph;
-    use onnx_protobuf::attribute_proto::AttributeType;
-    use onnx_protobuf::tensor_proto::DataType;
-    use onnx_protobuf::type_proto::{Tensor as TypeTensor, Value as TypeValue};
-    use onnx_protobuf::*;
     use std::collections::HashMap;
-
-    fn value_info(name: &str, elem: DataType, dims: &[i64]) -> ValueInfoProto {
-        let mut shape = TensorShapeProto::new();
-        for &d in dims {
-            let mut dim = tensor_shape_proto::Dimension::new();
-            dim.set_dim_value(d);
-            shape.dim.push(dim);
-        }
-        let mut tt = TypeTensor::new();
-        tt.elem_type = elem as i32;
-        tt.shape = Some(shape).into();
-        let mut tp = TypeProto::new();
-        tp.value = Some(TypeValue::TensorType(tt));
-        let mut vi = ValueInfoProto::new();
-        vi.name = name.into();
-        vi.type_ = Some(tp).into();
-        vi
-    }
-
-    enum Attr {
-        Int(i64),
-        Float(f32),
-    }
 
     /// One-node model over f32 inputs `x0..` of shape [3]; returns the load result.
     fn load_node(op: &str, opset: i64, inputs: usize, attrs: &[(&str, Attr)]) -> Result<Graph, String> {
@@ -269,44 +243,20 @@ mod tests {
 
     /// One-node model whose operands are named `x0..`.
     fn load_model(op: &str, opset: i64, operands: &[Operand], attrs: &[(&str, Attr)]) -> Result<Graph, String> {
-        let mut n = NodeProto::new();
-        n.op_type = op.into();
-        n.name = "n".into();
-        n.input = (0..operands.len()).map(|i| format!("x{i}")).collect();
-        n.output = vec!["y".into()];
-        for (name, value) in attrs {
-            let mut a = AttributeProto::new();
-            a.name = name.to_string();
-            match value {
-                Attr::Int(i) => (a.i, a.type_) = (*i, AttributeType::INT.into()),
-                Attr::Float(f) => (a.f, a.type_) = (*f, AttributeType::FLOAT.into()),
-            }
-            n.attribute.push(a);
-        }
-        let mut g = GraphProto::new();
-        g.node.push(n);
-        for (i, operand) in operands.iter().enumerate() {
+        let names: Vec<String> = (0..operands.len()).map(|i| format!("x{i}")).collect();
+        let inputs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let n = node(op, &inputs, &["y"]).with_name("n").with_attrs(attrs.iter().cloned());
+        let (mut graph_inputs, mut inits) = (vec![], vec![]);
+        for (name, operand) in names.iter().zip(operands) {
             match operand {
-                Operand::Input(dims) => g.input.push(value_info(&format!("x{i}"), DataType::FLOAT, dims)),
-                Operand::Const(dims, data) => {
-                    let mut t = TensorProto::new();
-                    t.name = format!("x{i}");
-                    t.data_type = DataType::FLOAT as i32;
-                    t.dims = dims.to_vec();
-                    t.float_data = data.clone();
-                    g.initializer.push(t);
-                }
+                Operand::Input(dims) => graph_inputs.push(value_info(name, DataType::FLOAT, dims)),
+                Operand::Const(dims, data) => inits.push(tensor_f32(name, dims, data)),
             }
         }
         // The loader takes the output's type from inference; this one only names it.
-        g.output.push(value_info("y", DataType::FLOAT, &[3]));
-        let mut m = ModelProto::new();
-        m.ir_version = 7;
-        let mut imp = OperatorSetIdProto::new();
-        imp.version = opset;
-        m.opset_import.push(imp);
-        m.graph = Some(g).into();
-        load_bytes(&m.write_to_bytes().map_err(|e| e.to_string())?, None, "test").map(|m| m.graph).map_err(|e| e.to_string())
+        let outputs = vec![value_info("y", DataType::FLOAT, &[3])];
+        let bytes = model_bytes(graph("", vec![n], graph_inputs, outputs, inits), 7, opset);
+        load_bytes(&bytes, None, "test").map(|m| m.graph).map_err(|e| e.to_string())
     }
 
     /// Runs a loaded graph on its inputs `x{i}` (f32, filled with `0, 1, 2…`).
