@@ -5,7 +5,7 @@
 //! elementwise ops count one FLOP per output element (per extra operand for
 //! n-ary ops); transcendental functions are not weighted more.
 
-use crate::ir::{Dim, Family, Graph, NodeId, Op, PoolKind, Symbol, TensorType};
+use crate::ir::{Dim, Graph, NodeId, Op, PoolKind, Symbol, TensorType};
 
 /// Binds every symbolic dimension to the same value (the batch size).
 pub fn bind_all(batch: usize) -> impl Fn(Symbol) -> Option<usize> {
@@ -61,12 +61,27 @@ pub fn node_flops(graph: &Graph, node: NodeId, bind: &dyn Fn(Symbol) -> Option<u
         Op::GlobalPool { .. } | Op::Reduce { .. } | Op::ArgReduce { .. } | Op::TopK { .. } => elems(in_ty(0)?, bind)?,
         Op::Unary(_) | Op::Binary(_) | Op::Clip | Op::Where | Op::Resize(_) => out_elems()?,
         Op::Variadic(_) => out_elems()? * (n.inputs.len().saturating_sub(1).max(1) as u64),
-        Op::If | Op::Cast { .. } | Op::OneHot { .. } => 0,
-        // Every other shape-family op only moves data (Resize is counted above).
-        op => {
-            debug_assert_eq!(op.family(), Family::Shape, "{} has no FLOP rule", op.name());
-            0
-        }
+        Op::If => 0,
+        Op::Identity
+        | Op::Dropout
+        | Op::Flatten { .. }
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice
+        | Op::Squeeze
+        | Op::Unsqueeze
+        | Op::Gather { .. }
+        | Op::Shape { .. }
+        | Op::Size
+        | Op::Expand
+        | Op::Tile
+        | Op::Cast { .. }
+        | Op::Pad { .. }
+        | Op::Range
+        | Op::ConstantOfShape { .. }
+        | Op::OneHot { .. } => 0,
     })
 }
 
