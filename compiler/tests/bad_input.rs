@@ -194,3 +194,23 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn absurd_shapes_computed_by_the_graph_are_errors_not_allocations() {
+    use d2nnc::front::onnx::build::tensor_i64;
+    // Expand a [1] input to [2^20, 2^20]: valid ONNX, 2^40 elements.
+    let m = model(vec![node("Expand", &["x", "huge"], &["y"]).with_name("expand")], vec![tensor_i64("huge", &[2], &[1 << 20, 1 << 20])], &[1]);
+    let result = load_bytes(&m, None, "m.onnx").map_err(|e| e.to_string()).and_then(|loaded| {
+        let x = Tensor::from_f32(&[1], vec![1.0]).unwrap();
+        d2nnc::interp::run(&loaded.graph, &HashMap::from([("x".to_string(), x)])).map(|_| ()).map_err(|e| e.to_string())
+    });
+    let err = result.unwrap_err();
+    assert!(err.contains("expand") && err.contains("elements"), "{err}");
+
+    // A Tile whose repeats make the output too large, with a runtime-sized input.
+    let m = model(vec![node("Tile", &["x", "reps"], &["y"]).with_name("tile")], vec![tensor_i64("reps", &[2], &[1 << 16, 1 << 16])], &[1 << 4, 1 << 4]);
+    let loaded = load_bytes(&m, None, "m.onnx").unwrap();
+    let x = Tensor::zeros(d2nn_runtime::DType::F32, &[16, 16]);
+    let err = d2nnc::interp::run(&loaded.graph, &HashMap::from([("x".to_string(), x)])).unwrap_err().to_string();
+    assert!(err.contains("tile") && err.contains("elements"), "{err}");
+}

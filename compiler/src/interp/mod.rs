@@ -191,6 +191,7 @@ impl<'g> Interp<'g> {
         } else {
             let held: Vec<Option<Arc<Tensor>>> =
                 node.inputs.iter().map(|i| i.map(|v| self.value(v)).transpose()).collect::<Result<_, _>>()?;
+            self.check_output_sizes(n)?;
             let ctx = EvalCtx {
                 graph: g,
                 node: n,
@@ -205,6 +206,26 @@ impl<'g> Interp<'g> {
         for (t, &v) in results.into_iter().zip(&node.outputs) {
             self.check_type(n, v, &t)?;
             self.env[v.index()] = Some(Arc::new(t));
+        }
+        Ok(())
+    }
+
+    /// Refuses, before any allocation, outputs whose known size exceeds the
+    /// tensor size limit (a hostile shape must not exhaust memory).
+    fn check_output_sizes(&self, n: NodeId) -> Result<(), InterpError> {
+        let limit = crate::front::onnx::tensor::MAX_ELEMENTS;
+        for &v in &self.graph.nodes[n].outputs {
+            let ty = &self.graph.values[v].ty;
+            let count = ty.shape.iter().try_fold(1u64, |acc, d| {
+                let n = d.resolve(&|s| self.bindings.get(&s).copied()).unwrap_or(1) as u64;
+                acc.checked_mul(n)
+            });
+            if count.is_none_or(|c| c > limit) {
+                return Err(self.node_err(
+                    n,
+                    format!("output `{}` would hold more than {limit} elements", self.graph.values[v].name),
+                ));
+            }
         }
         Ok(())
     }

@@ -8,8 +8,10 @@ use protobuf::Enum;
 use onnx_protobuf::TensorProto;
 use std::path::{Component, Path};
 
-/// Largest element count d2nnc accepts for one tensor (2^34 ≈ 17 G elements).
-pub const MAX_ELEMENTS: u64 = 1 << 34;
+/// Largest element count d2nnc accepts for one tensor: 2^30 elements (4 GiB of
+/// f32), far beyond any real activation or weight, and small enough that a
+/// hostile shape fails with an error instead of exhausting memory.
+pub const MAX_ELEMENTS: u64 = 1 << 30;
 
 /// Maps an ONNX element type code to a supported dtype.
 pub fn dtype_from_onnx(code: i32) -> Result<DType, String> {
