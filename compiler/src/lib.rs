@@ -11,6 +11,7 @@ pub mod front;
 pub mod interp;
 pub mod ir;
 pub mod passes;
+pub mod plan;
 
 pub use error::Error;
 
