@@ -204,7 +204,7 @@ mod tests {
                     }
                 }
             }
-            let peak = (0..50).map(|s| reqs.iter().filter(|r| r.first_step <= s && s <= r.last_step).map(|r| size(r)).sum::<usize>()).max().unwrap();
+            let peak = (0..50).map(|s| reqs.iter().filter(|r| r.first_step <= s && s <= r.last_step).map(&size).sum::<usize>()).max().unwrap();
             // Batch-scaled sizes are aligned per unit of batch, then scaled.
             let sum: usize = reqs.iter().map(|r| round_up(r.bytes_per_batch).unwrap() * batch + round_up(r.fixed_bytes).unwrap()).sum();
             prop_assert!(total >= peak);
