@@ -235,11 +235,6 @@ impl Graph {
         }
     }
 
-    /// The region that contains `node`, if it is still attached.
-    pub fn region_of(&self, node: NodeId) -> Option<RegionId> {
-        self.regions.iter().find(|(_, r)| r.nodes.contains(&node)).map(|(h, _)| h)
-    }
-
     /// Total number of elements in constants of float type: the parameter count.
     pub fn parameter_count(&self) -> usize {
         let mut seen = std::collections::HashSet::new();
