@@ -139,10 +139,15 @@ mod tests {
         let ifs: Vec<_> = g.walk_nodes().into_iter().filter(|&n| matches!(g.nodes[n].op, Op::If)).collect();
         assert!(!ifs.is_empty(), "cond_if keeps its If after optimisation");
         for n in ifs {
-            let [taken, other] = [0, 1].map(|b| &g.regions[g.nodes[n].regions[b]].nodes);
+            let [then_nodes, else_nodes] = [0, 1].map(|b| &g.regions[g.nodes[n].regions[b]].nodes);
             let calls = |ns: &Vec<_>| ns.iter().map(|&m| p.node(m).calls).sum::<u64>();
             // Exactly one branch ran, the same one both times.
-            assert!(calls(taken) == 2 * taken.len() as u64 && calls(other) == 0 || calls(other) == 2 * other.len() as u64 && calls(taken) == 0);
+            let ran_all = |ns: &Vec<_>| calls(ns) == 2 * ns.len() as u64;
+            assert!(
+                ran_all(then_nodes) && calls(else_nodes) == 0 || ran_all(else_nodes) && calls(then_nodes) == 0,
+                "one branch of `{}` runs in full, the other not at all",
+                g.nodes[n].name
+            );
         }
         // Exclusive times add up: per node and per op both sum to the total.
         let per_node: std::time::Duration = p.nodes_by_time().iter().map(|(_, t)| t.time).sum();
