@@ -1,5 +1,6 @@
 //! Command-line parsing (clap) and dispatch to the subcommands.
 
+mod inputs;
 mod inspect;
 mod run;
 
@@ -19,8 +20,8 @@ pub enum Command {
     Run {
         model: PathBuf,
         /// An input as NAME=FILE.npy (repeat for several inputs).
-        #[arg(long = "input", short = 'i', value_name = "NAME=FILE.npy")]
-        inputs: Vec<String>,
+        #[arg(long = "input", short = 'i', value_name = "NAME=FILE.npy", value_parser = inputs::parse_input_spec)]
+        inputs: Vec<inputs::InputSpec>,
         /// Where to write the outputs.
         #[arg(long, short = 'o', default_value = ".")]
         output_dir: PathBuf,
