@@ -1,5 +1,6 @@
 //! Command-line parsing (clap) and dispatch to the subcommands.
 
+mod bench;
 mod inputs;
 mod inspect;
 mod run;
@@ -39,6 +40,9 @@ pub enum Command {
         #[arg(long)]
         ir: bool,
     },
+    /// Time a model on .npy inputs: latency, throughput, GFLOP/s, and optionally a per-node profile.
+    #[command(long_about = bench::LONG_ABOUT)]
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -47,9 +51,19 @@ pub enum Backend {
     Interp,
 }
 
+impl Backend {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Interp => "interp",
+        }
+    }
+}
+
 pub fn dispatch(cli: Cli) -> Result<(), d2nnc::Error> {
     match cli.command {
         Command::Run { model, inputs, output_dir, backend } => run::run(&model, &inputs, &output_dir, backend),
         Command::Inspect { model, batch, ir } => inspect::inspect(&model, batch, ir),
+        Command::Bench(args) => bench::bench(&args),
     }
 }
