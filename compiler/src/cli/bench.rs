@@ -126,6 +126,8 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 trait Runner {
     /// Threads one call really uses.
     fn threads_used(&self) -> usize;
+    /// How the backend treats `--threads`, when that needs saying.
+    fn threads_note(&self) -> Option<&'static str>;
     /// One inference. The outputs are handed back, not dropped, so that
     /// freeing them stays outside the timed region.
     fn call(&mut self) -> Result<Vec<Tensor>, Error>;
@@ -141,6 +143,10 @@ struct InterpRunner<'g> {
 impl Runner for InterpRunner<'_> {
     fn threads_used(&self) -> usize {
         1
+    }
+
+    fn threads_note(&self) -> Option<&'static str> {
+        Some("the reference interpreter is single-threaded: interp ignores --threads")
     }
 
     fn call(&mut self) -> Result<Vec<Tensor>, Error> {
@@ -203,11 +209,11 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
     };
 
     println!("model: {} (loaded and optimised in {:.2} s, not timed)", args.model.display(), load_time.as_secs_f64());
-    print!("backend: {}; threads: {threads}", report.backend);
-    if report.threads_used != threads {
-        print!(" requested, {} used ({} ignores --threads)", report.threads_used, report.backend);
+    print!("backend: {}; threads: {threads} requested, {} used", report.backend, report.threads_used);
+    match runner.threads_note() {
+        Some(note) => println!(" ({note})"),
+        None => println!(),
     }
-    println!();
     for note in &batched.notes {
         println!("{note}");
     }
