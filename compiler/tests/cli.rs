@@ -75,3 +75,99 @@ fn usage_mistakes_are_readable_errors() {
     assert!(!o.status.success());
     assert!(text(&o).contains("error: cannot read /nonexistent/model.onnx"), "{}", text(&o));
 }
+
+/// `bench` on a fixture with its stored input, plus `extra` arguments.
+fn bench(name: &str, extra: &[&str]) -> Output {
+    let dir = fixture(name);
+    let model = dir.join("model.onnx");
+    let input = format!("input={}", dir.join("input_0.npy").display());
+    let mut args = vec!["bench", model.to_str().unwrap(), "--input", &input];
+    args.extend_from_slice(extra);
+    d2nnc(&args)
+}
+
+/// The JSON object on the last line of stdout.
+fn last_json(o: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}):\n{}", text(o)))
+}
+
+#[test]
+fn bench_json_is_the_last_line_with_positive_figures() {
+    let o = bench("mlp_dynamic_batch", &["--json", "--iters", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("latency per call (ms): min") && t.contains("interp ignores --threads"), "{t}");
+    let j = last_json(&o);
+    for key in ["min_ms", "median_ms", "p90_ms", "gflops", "batch", "threads", "flops"] {
+        assert!(j[key].as_f64().is_some_and(|v| v > 0.0), "`{key}` is not a positive number in {j}");
+    }
+    assert_eq!(j["backend"], "interp");
+    assert_eq!(j["iters"], 3);
+    assert_eq!(j["batch"], 3, "the stored input has 3 samples");
+    assert!(j["model"].as_str().is_some_and(|m| m.ends_with("model.onnx")), "{j}");
+    let (min, median, p90) = (j["min_ms"].as_f64().unwrap(), j["median_ms"].as_f64().unwrap(), j["p90_ms"].as_f64().unwrap());
+    assert!(min <= median && median <= p90, "{j}");
+}
+
+#[test]
+fn bench_batch_tiles_a_dynamic_batch_and_scales_the_flops() {
+    let at = |batch: &str| {
+        let o = bench("mlp_dynamic_batch", &["--json", "--iters", "1", "--warmup", "0", "--batch", batch]);
+        assert!(o.status.success(), "{}", text(&o));
+        last_json(&o)
+    };
+    let (one, seven) = (at("1"), at("7"));
+    assert_eq!(seven["batch"], 7);
+    assert_eq!(seven["inputs"]["input"], serde_json::json!([7, 4, 8]));
+    // Every FLOP of this MLP is per sample.
+    assert_eq!(seven["flops"].as_u64().unwrap(), 7 * one["flops"].as_u64().unwrap());
+}
+
+#[test]
+fn bench_batch_on_a_fixed_batch_model_names_the_input() {
+    let o = bench("squeezenet_fire", &["--batch", "7", "--iters", "1"]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(t.contains("error: --batch 7: input `input` has a fixed batch dimension (f32[1,3,32,32])"), "{t}");
+    assert!(t.contains("only runs at batch 1"), "{t}");
+    // Its own batch is fine.
+    let o = bench("squeezenet_fire", &["--batch", "1", "--iters", "1", "--warmup", "0", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(last_json(&o)["batch"], 1);
+}
+
+#[test]
+fn bench_profile_reports_ops_and_nodes() {
+    let o = bench("resnet_tiny", &["--iters", "2", "--warmup", "0", "--profile", "--top", "3", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("profile: 2 separate runs") && t.contains("slowest 3 nodes:"), "{t}");
+    let p = &last_json(&o)["profile"];
+    assert_eq!(p["runs"], 2);
+    let ops = p["ops"].as_array().unwrap();
+    assert!(ops.iter().any(|o| o["op"] == "Conv"), "{p}");
+    let share: f64 = ops.iter().map(|o| o["share"].as_f64().unwrap()).sum();
+    assert!((share - 1.0).abs() < 1e-6, "op shares add up to 1: {share}");
+    let ms: Vec<f64> = ops.iter().map(|o| o["ms_per_run"].as_f64().unwrap()).collect();
+    assert!(ms.windows(2).all(|w| w[0] >= w[1]), "ops sorted by time: {ms:?}");
+    assert_eq!(p["top_nodes"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn bench_usage_mistakes_are_readable_errors() {
+    let model = fixture("mlp_dynamic_batch").join("model.onnx");
+    let model = model.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["bench", model, "--input", "no-equals-sign"], "must look like NAME=FILE.npy"),
+        (vec!["bench", model, "--input", "x=a.npy", "--iters", "0"], "invalid value '0' for '--iters <K>'"),
+        (vec!["bench", model, "--input", "x=a.npy", "--batch", "0"], "invalid value '0' for '--batch <N>'"),
+        (vec!["bench", model, "--input", "x=a.npy", "--max-seconds", "nan"], "must be a positive number of seconds"),
+        (vec!["bench", model], "error: input `input` was not provided"),
+    ] {
+        let o = d2nnc(&args);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(text(&o).contains(needle), "{args:?}: {}", text(&o));
+    }
+}

@@ -63,7 +63,7 @@ pub fn inspect(model: &Path, batch: usize, print_ir: bool) -> Result<(), Error> 
 }
 
 /// 1234567 → "1,234,567".
-fn group(n: u64) -> String {
+pub(super) fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

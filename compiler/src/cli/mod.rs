@@ -1,5 +1,7 @@
 //! Command-line parsing (clap) and dispatch to the subcommands.
 
+mod bench;
+mod inputs;
 mod inspect;
 mod run;
 
@@ -19,8 +21,8 @@ pub enum Command {
     Run {
         model: PathBuf,
         /// An input as NAME=FILE.npy (repeat for several inputs).
-        #[arg(long = "input", short = 'i', value_name = "NAME=FILE.npy")]
-        inputs: Vec<String>,
+        #[arg(long = "input", short = 'i', value_name = "NAME=FILE.npy", value_parser = inputs::parse_input_spec)]
+        inputs: Vec<inputs::InputSpec>,
         /// Where to write the outputs.
         #[arg(long, short = 'o', default_value = ".")]
         output_dir: PathBuf,
@@ -38,6 +40,9 @@ pub enum Command {
         #[arg(long)]
         ir: bool,
     },
+    /// Time a model on .npy inputs: latency, throughput, GFLOP/s, and optionally a per-node profile.
+    #[command(long_about = bench::LONG_ABOUT)]
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -46,9 +51,19 @@ pub enum Backend {
     Interp,
 }
 
+impl Backend {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Interp => "interp",
+        }
+    }
+}
+
 pub fn dispatch(cli: Cli) -> Result<(), d2nnc::Error> {
     match cli.command {
         Command::Run { model, inputs, output_dir, backend } => run::run(&model, &inputs, &output_dir, backend),
         Command::Inspect { model, batch, ir } => inspect::inspect(&model, batch, ir),
+        Command::Bench(args) => bench::bench(&args),
     }
 }

@@ -1,21 +1,16 @@
 //! `d2nnc run`: load, optimise, execute on `.npy` inputs, write `.npy` outputs.
 
+use super::inputs::{read_inputs, InputSpec};
 use super::Backend;
 use d2nn_runtime::npy;
 use d2nnc::Error;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-pub fn run(model: &Path, inputs: &[String], output_dir: &Path, backend: Backend) -> Result<(), Error> {
+pub fn run(model: &Path, inputs: &[InputSpec], output_dir: &Path, backend: Backend) -> Result<(), Error> {
     let loaded = d2nnc::load_and_optimize(model)?;
     let graph = &loaded.graph;
-    let mut feeds = HashMap::new();
-    for spec in inputs {
-        let (name, file) = spec
-            .split_once('=')
-            .ok_or_else(|| Error::Usage(format!("--input `{spec}` must look like NAME=FILE.npy")))?;
-        feeds.insert(name.to_string(), npy::read_npy(Path::new(file))?);
-    }
+    let feeds = read_inputs(inputs)?;
     let outputs = match backend {
         Backend::Interp => d2nnc::interp::run(graph, &feeds)?,
     };

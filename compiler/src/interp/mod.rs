@@ -7,6 +7,7 @@
 
 mod conv;
 mod elementwise;
+mod profile;
 mod reduce;
 mod shape;
 pub mod util;
@@ -16,6 +17,9 @@ use crate::ir::types::TypeDisplay;
 use d2nn_runtime::Tensor;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
+
+pub use profile::{NodeTiming, OpTiming, Profile};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum InterpError {
@@ -72,10 +76,28 @@ fn resolve_shape(shape: &[Dim], bindings: &HashMap<Symbol, usize>) -> Option<Vec
 
 /// Runs the graph on named inputs and returns the outputs in graph order.
 pub fn run(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<Vec<Tensor>, InterpError> {
-    let mut it = Interp { graph, env: vec![None; graph.values.len()], bindings: HashMap::new() };
+    run_inner(graph, inputs, None)
+}
+
+/// [`run`], also adding each node's exclusive time to `profile` (see
+/// [`Profile`]). Only this entry point reads the clock; [`run`] does not.
+pub fn run_with_profile(
+    graph: &Graph,
+    inputs: &HashMap<String, Tensor>,
+    profile: &mut Profile,
+) -> Result<Vec<Tensor>, InterpError> {
+    run_inner(graph, inputs, Some(profile))
+}
+
+fn run_inner(graph: &Graph, inputs: &HashMap<String, Tensor>, profile: Option<&mut Profile>) -> Result<Vec<Tensor>, InterpError> {
+    let mut it = Interp { graph, env: vec![None; graph.values.len()], bindings: HashMap::new(), profile };
     it.bind_inputs(inputs)?;
     it.run_region(graph.root)?;
-    graph.outputs().iter().map(|&v| it.value(v).map(|t| (*t).clone())).collect()
+    let outputs = graph.outputs().iter().map(|&v| it.value(v).map(|t| (*t).clone())).collect::<Result<Vec<_>, _>>()?;
+    if let Some(p) = it.profile {
+        p.finish_run();
+    }
+    Ok(outputs)
 }
 
 /// Evaluates one node whose operands are all constants, with the same kernels
@@ -102,13 +124,15 @@ pub fn eval_node_on_constants(graph: &Graph, node: NodeId) -> Result<Vec<Tensor>
     Ok(results)
 }
 
-struct Interp<'g> {
+struct Interp<'g, 'p> {
     graph: &'g Graph,
     env: Vec<Option<Arc<Tensor>>>,
     bindings: HashMap<Symbol, usize>,
+    /// Set only by [`run_with_profile`]; `None` keeps the clock out of the loop.
+    profile: Option<&'p mut Profile>,
 }
 
-impl<'g> Interp<'g> {
+impl Interp<'_, '_> {
     fn bind_inputs(&mut self, inputs: &HashMap<String, Tensor>) -> Result<(), InterpError> {
         let g = self.graph;
         for name in inputs.keys() {
@@ -166,7 +190,22 @@ impl<'g> Interp<'g> {
 
     fn run_region(&mut self, region: RegionId) -> Result<(), InterpError> {
         for &n in &self.graph.regions[region].nodes {
-            self.run_node(n)?;
+            if self.profile.is_some() {
+                self.run_node_timed(n)?;
+            } else {
+                self.run_node(n)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn run_node_timed(&mut self, n: NodeId) -> Result<(), InterpError> {
+        let mark = self.profile.as_ref().map_or_else(Default::default, |p| p.mark());
+        let start = Instant::now();
+        self.run_node(n)?;
+        let elapsed = start.elapsed();
+        if let Some(p) = self.profile.as_deref_mut() {
+            p.record(n, elapsed, mark);
         }
         Ok(())
     }
