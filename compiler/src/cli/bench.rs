@@ -19,7 +19,7 @@ use d2nnc::ir::{Dim, Graph, Symbol};
 use d2nnc::Error;
 use ndarray::Axis;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -438,30 +438,10 @@ fn symbol_bindings(graph: &Graph, feeds: &HashMap<String, Tensor>) -> HashMap<Sy
     bindings
 }
 
-/// Physical cores, at most the CPUs this process may run on; the CPUs it may
-/// run on where the core count is not known.
+/// Physical cores, at most the CPUs this process may run on.
 fn default_threads() -> usize {
     let usable = std::thread::available_parallelism().map_or(1, |n| n.get());
-    physical_cores().map_or(usable, |p| p.min(usable))
-}
-
-/// Distinct (physical id, core id) pairs in `/proc/cpuinfo` (Linux); `None` elsewhere.
-fn physical_cores() -> Option<usize> {
-    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let mut package = "";
-    let mut cores = BTreeSet::new();
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else { continue };
-        match key.trim() {
-            "processor" => package = "",
-            "physical id" => package = value.trim(),
-            "core id" => {
-                cores.insert((package, value.trim()));
-            }
-            _ => {}
-        }
-    }
-    (!cores.is_empty()).then_some(cores.len())
+    d2nn_runtime::pool::physical_cores().min(usable)
 }
 
 #[derive(Serialize)]
@@ -648,7 +628,7 @@ mod tests {
     }
 
     #[test]
-    fn cpuinfo_core_count_is_sane() {
+    fn default_thread_count_is_sane() {
         let usable = std::thread::available_parallelism().map_or(1, |n| n.get());
         let t = default_threads();
         assert!(t >= 1 && t <= usable);
