@@ -5,6 +5,7 @@
 //! `.npy` / `.npz` I/O, and the thread pool for intra-op parallelism. Kernels, the scratch arena and routing helpers join it
 //! as the back ends land.
 
+pub mod arena;
 pub mod npy;
 pub mod pool;
 pub mod tensor;
