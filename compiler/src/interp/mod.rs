@@ -100,15 +100,75 @@ fn run_inner(graph: &Graph, inputs: &HashMap<String, Tensor>, profile: Option<&m
     Ok(outputs)
 }
 
-/// Evaluates one node whose operands are all constants, with the same kernels
-/// as [`run`]; constant folding uses it. Output shapes must not depend on
-/// symbolic dims (nothing is bound).
-pub fn eval_node_on_constants(graph: &Graph, node: NodeId) -> Result<Vec<Tensor>, String> {
+/// Checks named inputs against the graph's inputs (names, dtypes, ranks and
+/// dims) and returns the value each symbolic dim takes. Every execution
+/// engine validates its inputs with this, so they report mistakes alike.
+pub fn bind_inputs(g: &Graph, inputs: &HashMap<String, Tensor>) -> Result<HashMap<Symbol, usize>, InterpError> {
+    let mut bindings = HashMap::new();
+    for name in inputs.keys() {
+        if !g.inputs.iter().any(|&v| &g.values[v].name == name) {
+            let all: Vec<&str> = g.inputs.iter().map(|&v| g.values[v].name.as_str()).collect();
+            return Err(InterpError::UnknownInput(name.clone(), all.join(", ")));
+        }
+    }
+    for &v in &g.inputs {
+        let value = &g.values[v];
+        let t = inputs.get(&value.name).ok_or_else(|| InterpError::MissingInput(value.name.clone()))?;
+        let expected = || TypeDisplay { ty: &value.ty, symbols: &g.symbols }.to_string();
+        let given = || format!("{}{:?}", t.dtype(), t.shape());
+        let mismatch = || InterpError::Input { input: value.name.clone(), expected: expected(), given: given() };
+        if t.dtype() != value.ty.dtype || t.rank() != value.ty.rank() {
+            return Err(mismatch());
+        }
+        for (&dim, &n) in value.ty.shape.iter().zip(t.shape()) {
+            match dim {
+                Dim::Known(k) if k != n => return Err(mismatch()),
+                Dim::Sym { sym, factor } => {
+                    if n % factor != 0 {
+                        return Err(mismatch());
+                    }
+                    let bound = *bindings.entry(sym).or_insert(n / factor);
+                    if bound * factor != n {
+                        let sym_name = &g.symbols[sym.0 as usize];
+                        return Err(InterpError::Input {
+                            input: value.name.clone(),
+                            expected: format!("{} with {sym_name} = {bound} as bound by an earlier input", expected()),
+                            given: given(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(bindings)
+}
+
+/// Evaluates one node (not an `If`) on the given operands with symbols bound,
+/// using the interpreter's kernels. Constant folding and the plan executor's
+/// reference steps use it.
+pub fn eval_node(
+    graph: &Graph,
+    node: NodeId,
+    inputs: Vec<Option<&Tensor>>,
+    bindings: &HashMap<Symbol, usize>,
+) -> Result<Vec<Tensor>, String> {
     let n = &graph.nodes[node];
     if !n.regions.is_empty() {
         return Err(format!("{} owns regions and is not evaluated on its own", n.op.name()));
     }
-    let inputs = n
+    let results = eval(&EvalCtx { graph, node, inputs, bindings })?;
+    if results.len() != n.outputs.len() {
+        return Err(format!("kernel produced {} outputs, node has {}", results.len(), n.outputs.len()));
+    }
+    Ok(results)
+}
+
+/// Evaluates one node whose operands are all constants, with the same kernels
+/// as [`run`]; constant folding uses it. Output shapes must not depend on
+/// symbolic dims (nothing is bound).
+pub fn eval_node_on_constants(graph: &Graph, node: NodeId) -> Result<Vec<Tensor>, String> {
+    let inputs = graph.nodes[node]
         .inputs
         .iter()
         .map(|i| match i {
@@ -116,12 +176,7 @@ pub fn eval_node_on_constants(graph: &Graph, node: NodeId) -> Result<Vec<Tensor>
             Some(v) => graph.const_value(*v).map(Some).ok_or_else(|| format!("input `{}` is not a constant", graph.values[*v].name)),
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let bindings = HashMap::new();
-    let results = eval(&EvalCtx { graph, node, inputs, bindings: &bindings })?;
-    if results.len() != n.outputs.len() {
-        return Err(format!("kernel produced {} outputs, node has {}", results.len(), n.outputs.len()));
-    }
-    Ok(results)
+    eval_node(graph, node, inputs, &HashMap::new())
 }
 
 struct Interp<'g, 'p> {
@@ -134,44 +189,9 @@ struct Interp<'g, 'p> {
 
 impl Interp<'_, '_> {
     fn bind_inputs(&mut self, inputs: &HashMap<String, Tensor>) -> Result<(), InterpError> {
-        let g = self.graph;
-        for name in inputs.keys() {
-            if !g.inputs.iter().any(|&v| &g.values[v].name == name) {
-                let all: Vec<&str> = g.inputs.iter().map(|&v| g.values[v].name.as_str()).collect();
-                return Err(InterpError::UnknownInput(name.clone(), all.join(", ")));
-            }
-        }
-        for &v in &g.inputs {
-            let value = &g.values[v];
-            let t = inputs.get(&value.name).ok_or_else(|| InterpError::MissingInput(value.name.clone()))?;
-            let mismatch = || InterpError::Input {
-                input: value.name.clone(),
-                expected: TypeDisplay { ty: &value.ty, symbols: &g.symbols }.to_string(),
-                given: format!("{}{:?}", t.dtype(), t.shape()),
-            };
-            if t.dtype() != value.ty.dtype || t.rank() != value.ty.rank() {
-                return Err(mismatch());
-            }
-            for (&dim, &n) in value.ty.shape.iter().zip(t.shape()) {
-                match dim {
-                    Dim::Known(k) if k != n => return Err(mismatch()),
-                    Dim::Sym { sym, factor } => {
-                        if n % factor != 0 {
-                            return Err(mismatch());
-                        }
-                        let bound = *self.bindings.entry(sym).or_insert(n / factor);
-                        if bound * factor != n {
-                            let sym_name = &g.symbols[sym.0 as usize];
-                            return Err(InterpError::Input {
-                                input: value.name.clone(),
-                                expected: format!("{} with {sym_name} = {bound} as bound by an earlier input", mismatch_expected(value, g)),
-                                given: format!("{}{:?}", t.dtype(), t.shape()),
-                            });
-                        }
-                    }
-                    _ => {}
-                }
-            }
+        self.bindings = bind_inputs(self.graph, inputs)?;
+        for &v in &self.graph.inputs {
+            let t = &inputs[&self.graph.values[v].name];
             self.env[v.index()] = Some(Arc::new(t.clone()));
         }
         Ok(())
@@ -292,10 +312,6 @@ impl Interp<'_, '_> {
             ))
         }
     }
-}
-
-fn mismatch_expected(value: &crate::ir::Value, g: &Graph) -> String {
-    TypeDisplay { ty: &value.ty, symbols: &g.symbols }.to_string()
 }
 
 fn eval(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
