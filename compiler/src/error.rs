@@ -5,6 +5,7 @@ use crate::front::onnx::LoadError;
 use crate::interp::InterpError;
 use crate::passes::infer::InferError;
 use crate::passes::PassError;
+use crate::plan::{ExecError, LowerError};
 use d2nn_runtime::npy::NpyError;
 
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +16,10 @@ pub enum Error {
     Infer(#[from] InferError),
     #[error(transparent)]
     Pass(#[from] PassError),
+    #[error(transparent)]
+    Lower(#[from] LowerError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
     #[error(transparent)]
     Interp(#[from] InterpError),
     #[error(transparent)]

@@ -28,14 +28,17 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn run_writes_outputs_matching_the_reference() {
-    let out = temp_dir("run");
-    let dir = fixture("resnet_tiny");
-    let input = format!("input={}", dir.join("input_0.npy").display());
-    let o = d2nnc(&["run", dir.join("model.onnx").to_str().unwrap(), "--input", &input, "--output-dir", out.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
-    let got = read_npy(&out.join("logits.npy")).unwrap();
-    let want = read_npy(&dir.join("output_0.npy")).unwrap();
-    d2nnc::compare::compare(&got, &want, 1e-4, 1e-3).unwrap();
+    for backend in ["interp", "plan"] {
+        let out = temp_dir(&format!("run-{backend}"));
+        let dir = fixture("resnet_tiny");
+        let input = format!("input={}", dir.join("input_0.npy").display());
+        let model = dir.join("model.onnx");
+        let o = d2nnc(&["run", model.to_str().unwrap(), "--input", &input, "--output-dir", out.to_str().unwrap(), "--backend", backend]);
+        assert!(o.status.success(), "{backend}: {}", text(&o));
+        let got = read_npy(&out.join("logits.npy")).unwrap();
+        let want = read_npy(&dir.join("output_0.npy")).unwrap();
+        d2nnc::compare::compare(&got, &want, 1e-4, 1e-3).unwrap_or_else(|m| panic!("{backend}: {m}"));
+    }
 }
 
 #[test]

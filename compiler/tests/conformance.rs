@@ -1,7 +1,8 @@
 //! ONNX backend conformance: every node test case of the `onnx` package (plus
 //! its `simple`, `pytorch-operator` and `pytorch-converted` folders) is loaded
 //! and run through the reference interpreter — as loaded and after the pass
-//! pipeline — and compared with the stored outputs.
+//! pipeline — and through the plan executor, and compared with the stored
+//! outputs.
 //!
 //! The cases are extracted once by `tests/conformance/extract.py` into
 //! `target/onnx-conformance` (or `$D2NNC_CONFORMANCE_DIR`). Integer graph
@@ -13,6 +14,7 @@
 
 use d2nnc::compare::compare;
 use d2nnc::front::onnx::{load_bytes, tensor::tensor_from_proto, LoadError};
+use d2nnc::plan::LowerError;
 use d2nn_runtime::Tensor;
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::{Message, ModelProto, TensorProto};
@@ -23,6 +25,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 const SUITES: &[&str] = &["node", "simple", "pytorch-operator", "pytorch-converted"];
+/// Data sets whose model the plan refuses for runtime-dependent shapes.
+static DYNAMIC_SHAPE_CASES: AtomicUsize = AtomicUsize::new(0);
+
 const ATOL: f64 = 1e-4;
 const RTOL: f64 = 1e-3;
 
@@ -215,8 +220,26 @@ fn run_data_set(model: &ModelProto, dir: &Path, set: &Path) -> Result<(), Status
         .iter()
         .map(|p| read_tensor(p).map(|(_, t)| t))
         .collect::<Result<Vec<_>, _>>()?;
-    for (label, graph) in [("as loaded", &loaded.graph), ("optimized", &optimized)] {
-        let outputs = d2nnc::interp::run(graph, &feeds).map_err(|e| Status::Fail(format!("{label}: {e}")))?;
+    // Every engine must give the stored outputs: the interpreter on the graph
+    // as loaded and optimised, and the plan executor.
+    // A plan needs static shapes; a model whose shapes follow from runtime
+    // data (a float `scales` input, say) is refused with a clear error and
+    // runs through the interpreter only.
+    let plan = match d2nnc::plan::lower(&optimized) {
+        Ok(program) => Some(d2nnc::plan::Executor::new(std::sync::Arc::new(program)).run(&feeds).map_err(|e| e.to_string())),
+        Err(LowerError::DynamicShape { .. }) => {
+            DYNAMIC_SHAPE_CASES.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Err(e) => Some(Err(e.to_string())),
+    };
+    let mut runs = vec![
+        ("interp, as loaded", d2nnc::interp::run(&loaded.graph, &feeds).map_err(|e| e.to_string())),
+        ("interp, optimized", d2nnc::interp::run(&optimized, &feeds).map_err(|e| e.to_string())),
+    ];
+    runs.extend(plan.map(|p| ("plan", p)));
+    for (label, outputs) in runs {
+        let outputs = outputs.map_err(|e| Status::Fail(format!("{label}: {e}")))?;
         if expected.len() != outputs.len() {
             return Err(Status::Fail(format!("{label}: {} outputs, {} expected", outputs.len(), expected.len())));
         }
@@ -342,6 +365,10 @@ fn report(cases: &[Case], results: &[Outcome], expected_path: &Path, filtered: b
     if newly_passing > 0 && !bless {
         println!("{newly_passing} cases pass that expected.txt does not list as passing; run with D2NNC_BLESS=1 to update");
     }
+    println!(
+        "plan executor: ran every passing case except {} data sets whose shapes depend on runtime data (refused by lowering)",
+        DYNAMIC_SHAPE_CASES.load(Ordering::Relaxed)
+    );
     let skipped = cases.len() - totals[0] - regressions.len();
     println!("conformance: {} passed, {} failed, {} skipped", totals[0], regressions.len(), skipped);
     if !regressions.is_empty() && !bless {

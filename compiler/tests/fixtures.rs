@@ -1,6 +1,6 @@
 //! Real-model fixtures (torch.onnx exports under `tests/fixtures/`): the
 //! interpreter must match ONNX Runtime's stored outputs, both on the graph as
-//! loaded and after the optimisation pipeline.
+//! loaded and after the optimisation pipeline, and so must the plan executor.
 
 use d2nn_runtime::npy::read_npy;
 use d2nnc::compare::compare;
@@ -49,13 +49,20 @@ fn check_fixture(name: &str) -> Result<(), String> {
     let mut optimized = raw.clone();
     d2nnc::passes::optimize(&mut optimized.graph).map_err(|e| format!("optimize: {e}"))?;
     d2nnc::ir::verify::verify(&optimized.graph).map_err(|e| format!("verify (optimized): {e}"))?;
+    let program = d2nnc::plan::lower(&optimized.graph).map_err(|e| format!("plan: {e}"))?;
+    let mut executor = d2nnc::plan::Executor::new(std::sync::Arc::new(program));
     for (inputs, outputs) in cases(&manifest) {
         let feeds: HashMap<_, _> = inputs
             .iter()
             .map(|(n, f)| (n.clone(), read_npy(&dir.join(f)).expect("read fixture input")))
             .collect();
-        for (label, graph) in [("as loaded", &raw.graph), ("optimized", &optimized.graph)] {
-            let got = d2nnc::interp::run(graph, &feeds).map_err(|e| format!("{label}: {e}"))?;
+        let runs = [
+            ("interp, as loaded", d2nnc::interp::run(&raw.graph, &feeds).map_err(|e| e.to_string())),
+            ("interp, optimized", d2nnc::interp::run(&optimized.graph, &feeds).map_err(|e| e.to_string())),
+            ("plan", executor.run(&feeds).map_err(|e| e.to_string())),
+        ];
+        for (label, got) in runs {
+            let got = got.map_err(|e| format!("{label}: {e}"))?;
             for (k, file) in outputs.iter().enumerate() {
                 let want = read_npy(&dir.join(file)).expect("read fixture output");
                 compare(&got[k], &want, atol, rtol).map_err(|m| format!("{label}, {file}: {m}"))?;

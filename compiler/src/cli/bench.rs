@@ -135,6 +135,29 @@ trait Runner {
     fn call_profiled(&mut self, profile: &mut Profile) -> Result<Vec<Tensor>, Error>;
 }
 
+struct PlanRunner {
+    executor: d2nnc::plan::Executor,
+    feeds: HashMap<String, Tensor>,
+}
+
+impl Runner for PlanRunner {
+    fn threads_used(&self) -> usize {
+        1
+    }
+
+    fn threads_note(&self) -> Option<&'static str> {
+        Some("the plan executor runs on one thread: plan ignores --threads")
+    }
+
+    fn call(&mut self) -> Result<Vec<Tensor>, Error> {
+        Ok(self.executor.run(&self.feeds)?)
+    }
+
+    fn call_profiled(&mut self, profile: &mut Profile) -> Result<Vec<Tensor>, Error> {
+        Ok(self.executor.run_with_profile(&self.feeds, profile)?)
+    }
+}
+
 struct InterpRunner<'g> {
     graph: &'g Graph,
     feeds: HashMap<String, Tensor>,
@@ -175,6 +198,10 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
 
     let mut runner: Box<dyn Runner + '_> = match args.backend {
         Backend::Interp => Box::new(InterpRunner { graph, feeds: batched.feeds }),
+        Backend::Plan => Box::new(PlanRunner {
+            executor: d2nnc::plan::Executor::new(std::sync::Arc::new(d2nnc::plan::lower(graph)?)),
+            feeds: batched.feeds,
+        }),
     };
     let mut warmup = Vec::new();
     match args.warmup {

@@ -49,6 +49,8 @@ pub enum Command {
 pub enum Backend {
     /// The reference interpreter.
     Interp,
+    /// The plan executor: the lowered program over one planned scratch arena.
+    Plan,
 }
 
 impl Backend {
@@ -56,6 +58,7 @@ impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Backend::Interp => "interp",
+            Backend::Plan => "plan",
         }
     }
 }

@@ -13,6 +13,7 @@ pub fn run(model: &Path, inputs: &[InputSpec], output_dir: &Path, backend: Backe
     let feeds = read_inputs(inputs)?;
     let outputs = match backend {
         Backend::Interp => d2nnc::interp::run(graph, &feeds)?,
+        Backend::Plan => d2nnc::plan::Executor::new(std::sync::Arc::new(d2nnc::plan::lower(graph)?)).run(&feeds)?,
     };
     std::fs::create_dir_all(output_dir).map_err(|source| Error::Io { path: output_dir.to_path_buf(), source })?;
     let mut used = HashMap::new();

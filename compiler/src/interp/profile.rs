@@ -87,13 +87,13 @@ impl Profile {
     }
 
     /// The time recorded so far; pass it to [`Profile::record`] after the node ran.
-    pub(super) fn mark(&self) -> Duration {
+    pub(crate) fn mark(&self) -> Duration {
         self.recorded
     }
 
     /// Charges `node` with `elapsed` minus whatever nested nodes recorded
     /// since `mark` was taken.
-    pub(super) fn record(&mut self, node: NodeId, elapsed: Duration, mark: Duration) {
+    pub(crate) fn record(&mut self, node: NodeId, elapsed: Duration, mark: Duration) {
         let nested = self.recorded.saturating_sub(mark);
         let exclusive = elapsed.saturating_sub(nested);
         let i = node.index();
@@ -105,7 +105,7 @@ impl Profile {
         self.recorded += exclusive;
     }
 
-    pub(super) fn finish_run(&mut self) {
+    pub(crate) fn finish_run(&mut self) {
         self.runs += 1;
     }
 }

@@ -1,7 +1,101 @@
-//! The backend-neutral execution plan (issue 3, in progress).
+//! The backend-neutral execution plan.
 //!
-//! Lowering the IR to a `Program` of kernel calls over one scratch arena is
-//! being built in steps; today this module holds the memory planner that
-//! places every intermediate buffer in that arena.
+//! [`lower`] turns an optimised graph into a [`Program`]: every value becomes
+//! a [`Buffer`] whose shape is constant except for the batch dimension; every
+//! intermediate buffer gets a slot in one scratch arena placed by liveness
+//! ([`memory`]); every node becomes a [`Step`] calling a [`Kernel`]; and each
+//! `If` becomes a step holding its two branch blocks. [`exec::Executor`] runs a
+//! program; the compiled back ends translate the same program.
+//!
+//! Kernels are chosen per node. [`Kernel::Reference`] runs the interpreter's
+//! kernel on the node's operands and is correct for every op; the runtime's
+//! fast kernels take over op by op.
 
+pub mod exec;
+pub mod lower;
 pub mod memory;
+
+pub use exec::{ExecError, Executor};
+pub use lower::{lower, LowerError};
+
+use crate::ir::{Dim, Graph, NodeId};
+use d2nn_runtime::{DType, Tensor};
+use std::sync::Arc;
+
+/// Index of a [`Buffer`] in [`Program::buffers`].
+pub type BufferId = usize;
+
+/// Where a buffer's data lives at run time.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// The `i`-th graph input, read in place from the caller's tensor.
+    Input(usize),
+    /// A constant of the model.
+    Const(Arc<Tensor>),
+    /// Arena slot `i` (an index into the program's arena layout).
+    Arena(usize),
+}
+
+/// One tensor of the program.
+#[derive(Clone, Debug)]
+pub struct Buffer {
+    /// The IR value's name, for diagnostics.
+    pub name: String,
+    pub dtype: DType,
+    /// Each dim is `Known`, or the batch symbol times a factor.
+    pub shape: Vec<Dim>,
+    pub storage: Storage,
+}
+
+impl Buffer {
+    /// The concrete shape at batch size `batch`.
+    pub fn shape_at(&self, batch: usize) -> Vec<usize> {
+        self.shape.iter().map(|d| d.resolve(&|_| Some(batch)).unwrap_or(0)).collect()
+    }
+}
+
+/// How a node's step computes its outputs.
+#[derive(Clone, Debug)]
+pub enum Kernel {
+    /// The interpreter's kernel, on copies of the operands.
+    Reference,
+}
+
+/// One step of a block.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// Node `node` computes `outputs` from `inputs` with `kernel`.
+    Node { node: NodeId, kernel: Kernel, inputs: Vec<Option<BufferId>>, outputs: Vec<BufferId> },
+    /// `If`: run `then_block` or `else_block` on `cond`, then copy the
+    /// branch's yields to `outputs`.
+    If {
+        node: NodeId,
+        cond: BufferId,
+        then_block: Vec<Step>,
+        else_block: Vec<Step>,
+        then_yields: Vec<BufferId>,
+        else_yields: Vec<BufferId>,
+        outputs: Vec<BufferId>,
+    },
+}
+
+/// A lowered model.
+#[derive(Debug)]
+pub struct Program {
+    /// The optimised graph the program was lowered from (node names, ops and
+    /// the reference kernels' attributes).
+    pub graph: Graph,
+    pub buffers: Vec<Buffer>,
+    /// Buffers of the graph inputs, in order.
+    pub inputs: Vec<BufferId>,
+    /// Buffers of the graph outputs, in order.
+    pub outputs: Vec<BufferId>,
+    pub body: Vec<Step>,
+    /// Placement of every arena slot.
+    pub arena: memory::ArenaLayout,
+}
+
+/// Bytes per element as stored in the arena (bool as one byte).
+pub fn element_bytes(dtype: DType) -> usize {
+    dtype.size_of()
+}

@@ -1,0 +1,156 @@
+//! Lowering: optimised IR → [`Program`], with liveness-based arena planning.
+//!
+//! Steps are numbered in execution order, counting the steps inside `If`
+//! branches, so a value's lifetime is the span from the step that writes it
+//! to the last step that reads it. Values read inside a branch stay alive
+//! through it; a branch's yields are read by the `If` when it ends; graph
+//! outputs live to the end.
+
+use super::memory::{self, BufferRequest};
+use super::{Buffer, BufferId, Kernel, Program, Step, Storage};
+use crate::ir::types::TypeDisplay;
+use crate::ir::{Dim, Graph, Op, RegionId, Symbol, ValueDef, ValueId};
+use std::collections::HashMap;
+
+/// Why a graph cannot be lowered; names the value or node at fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LowerError {
+    #[error("value `{value}` has type {ty}: the plan needs every dim known except one batch symbol")]
+    DynamicShape { value: String, ty: String },
+    #[error("the graph has several symbolic dims ({0}); the plan supports one batch symbol")]
+    SeveralSymbols(String),
+    #[error("value `{0}` is read before it is defined (the graph does not verify)")]
+    Undefined(String),
+    #[error("arena planning failed: {0}")]
+    Memory(#[from] memory::PlanMemoryError),
+}
+
+struct Lowering<'g> {
+    graph: &'g Graph,
+    buffers: Vec<Buffer>,
+    of_value: HashMap<ValueId, BufferId>,
+    /// (first step, last step) of every arena buffer, by buffer id.
+    life: HashMap<BufferId, (usize, usize)>,
+    step: usize,
+}
+
+/// Lowers `graph` (already optimised) into a program.
+pub fn lower(graph: &Graph) -> Result<Program, LowerError> {
+    let symbols = used_symbols(graph);
+    if symbols.len() > 1 {
+        let names: Vec<&str> = symbols.iter().map(|s| graph.symbols[s.0 as usize].as_str()).collect();
+        return Err(LowerError::SeveralSymbols(names.join(", ")));
+    }
+    let mut l = Lowering { graph, buffers: Vec::new(), of_value: HashMap::new(), life: HashMap::new(), step: 0 };
+    let inputs = graph
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| l.new_buffer(v, super::Storage::Input(i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let body = l.block(graph.root)?;
+    let end = l.step;
+    let outputs = graph.outputs().iter().map(|&v| l.read(v, end)).collect::<Result<Vec<_>, _>>()?;
+
+    // Plan the arena over the buffers that live in it, in slot order.
+    let mut slots: Vec<BufferId> = l.life.keys().copied().collect();
+    slots.sort_unstable();
+    let mut requests = Vec::with_capacity(slots.len());
+    for (slot, &b) in slots.iter().enumerate() {
+        let (first_step, last_step) = l.life[&b];
+        let buffer = &mut l.buffers[b];
+        buffer.storage = Storage::Arena(slot);
+        let elems_fixed: usize = buffer.shape.iter().map(|d| d.resolve(&|_| Some(1)).unwrap_or(0)).product();
+        let bytes = elems_fixed * super::element_bytes(buffer.dtype);
+        let scaled = buffer.shape.iter().any(|d| matches!(d, Dim::Sym { .. }));
+        requests.push(BufferRequest {
+            bytes_per_batch: if scaled { bytes } else { 0 },
+            fixed_bytes: if scaled { 0 } else { bytes },
+            first_step,
+            last_step,
+        });
+    }
+    let arena = memory::plan(&requests)?;
+    Ok(Program { graph: graph.clone(), buffers: l.buffers, inputs, outputs, body, arena })
+}
+
+fn used_symbols(graph: &Graph) -> Vec<Symbol> {
+    let mut syms = Vec::new();
+    for (_, v) in graph.values.iter() {
+        for d in &v.ty.shape {
+            if let Dim::Sym { sym, .. } = d {
+                if !syms.contains(sym) {
+                    syms.push(*sym);
+                }
+            }
+        }
+    }
+    syms
+}
+
+impl Lowering<'_> {
+    fn new_buffer(&mut self, v: ValueId, storage: Storage) -> Result<BufferId, LowerError> {
+        let value = &self.graph.values[v];
+        if value.ty.shape.iter().any(|d| matches!(d, Dim::Unknown)) {
+            return Err(LowerError::DynamicShape {
+                value: value.name.clone(),
+                ty: TypeDisplay { ty: &value.ty, symbols: &self.graph.symbols }.to_string(),
+            });
+        }
+        let id = self.buffers.len();
+        self.buffers.push(Buffer { name: value.name.clone(), dtype: value.ty.dtype, shape: value.ty.shape.clone(), storage });
+        self.of_value.insert(v, id);
+        Ok(id)
+    }
+
+    /// The buffer of `v`, recording a read at step `at`.
+    fn read(&mut self, v: ValueId, at: usize) -> Result<BufferId, LowerError> {
+        let id = match self.of_value.get(&v) {
+            Some(&id) => id,
+            None => match &self.graph.values[v].def {
+                ValueDef::Const(t) => self.new_buffer(v, Storage::Const(t.clone()))?,
+                // Inputs and node outputs are created before any read in a verified graph.
+                _ => return Err(LowerError::Undefined(self.graph.values[v].name.clone())),
+            },
+        };
+        if let Some(life) = self.life.get_mut(&id) {
+            life.1 = life.1.max(at);
+        }
+        Ok(id)
+    }
+
+    /// A buffer for a node output written at step `at`.
+    fn write(&mut self, v: ValueId, at: usize) -> Result<BufferId, LowerError> {
+        let id = self.new_buffer(v, Storage::Arena(usize::MAX))?;
+        self.life.insert(id, (at, at));
+        Ok(id)
+    }
+
+    fn block(&mut self, region: RegionId) -> Result<Vec<Step>, LowerError> {
+        let mut steps = Vec::new();
+        for &n in &self.graph.regions[region].nodes {
+            let node = &self.graph.nodes[n];
+            if let Op::If = node.op {
+                let start = self.step;
+                self.step += 1;
+                let cond = self.read(node.inputs[0].expect("verified If has a condition"), start)?;
+                let (then_r, else_r) = (node.regions[0], node.regions[1]);
+                let then_block = self.block(then_r)?;
+                let else_block = self.block(else_r)?;
+                let end = self.step;
+                self.step += 1;
+                let then_yields = self.graph.regions[then_r].outputs.iter().map(|&v| self.read(v, end)).collect::<Result<_, _>>()?;
+                let else_yields = self.graph.regions[else_r].outputs.iter().map(|&v| self.read(v, end)).collect::<Result<_, _>>()?;
+                let outputs = node.outputs.iter().map(|&v| self.write(v, end)).collect::<Result<_, _>>()?;
+                steps.push(Step::If { node: n, cond, then_block, else_block, then_yields, else_yields, outputs });
+            } else {
+                let at = self.step;
+                self.step += 1;
+                let inputs = node.inputs.iter().map(|i| i.map(|v| self.read(v, at)).transpose()).collect::<Result<_, _>>()?;
+                let outputs = node.outputs.iter().map(|&v| self.write(v, at)).collect::<Result<_, _>>()?;
+                steps.push(Step::Node { node: n, kernel: Kernel::Reference, inputs, outputs });
+            }
+        }
+        Ok(steps)
+    }
+}
