@@ -93,6 +93,10 @@ impl Executor {
     fn step(&mut self, p: &Program, step: &Step, call: &Call, profile: &mut Option<&mut Profile>) -> Result<(), ExecError> {
         {
             match step {
+                Step::Node { node, kernel: Kernel::Copy, inputs, outputs } => {
+                    let (src, dst) = (inputs[0].ok_or_else(|| node_err(p, *node, "missing data input".into()))?, outputs[0]);
+                    self.copy(p, src, dst, call).map_err(|reason| node_err(p, *node, reason))?;
+                }
                 Step::Node { node, kernel: Kernel::Reference, inputs, outputs } => {
                     let operands: Vec<Option<Cow<Tensor>>> =
                         inputs.iter().map(|i| i.map(|b| self.read(p, b, call)).transpose()).collect::<Result<_, _>>()?;
@@ -149,6 +153,41 @@ impl Executor {
         }
     }
 
+    /// The bytes of a buffer that is not in the arena (an input or a constant).
+    fn outside_bytes<'a>(p: &'a Program, b: BufferId, call: &Call<'a>) -> Option<Cow<'a, [u8]>> {
+        let tensor: &Tensor = match &p.buffers[b].storage {
+            Storage::Input(i) => call.inputs[*i],
+            Storage::Const(t) => t,
+            Storage::Arena(_) => return None,
+        };
+        Some(tensor_bytes(tensor))
+    }
+
+    /// Copies `src`'s bytes into arena buffer `dst` (same element count and dtype).
+    fn copy(&mut self, p: &Program, src: BufferId, dst: BufferId, call: &Call) -> Result<(), String> {
+        let (sb, db) = (&p.buffers[src], &p.buffers[dst]);
+        let bytes = db.shape_at(call.batch).iter().product::<usize>() * super::element_bytes(db.dtype);
+        let Storage::Arena(dslot) = db.storage else {
+            return Err(format!("`{}` is not an arena buffer", db.name));
+        };
+        let doff = self.offset(p, dslot, call, db).map_err(|e| e.to_string())?;
+        if let Some(data) = Self::outside_bytes(p, src, call) {
+            let out = self.arena.view_mut::<u8>(doff, bytes).map_err(|e| format!("buffer `{}`: {e}", db.name))?;
+            if data.len() != bytes {
+                return Err(format!("`{}` holds {} bytes, `{}` needs {bytes}", sb.name, data.len(), db.name));
+            }
+            out.copy_from_slice(&data);
+            return Ok(());
+        }
+        let Storage::Arena(sslot) = sb.storage else {
+            return Err(format!("`{}` has no bytes to copy", sb.name));
+        };
+        let soff = self.offset(p, sslot, call, sb).map_err(|e| e.to_string())?;
+        let (reads, out) = self.arena.split(&[(soff, bytes)], (doff, bytes)).map_err(|e| format!("buffer `{}`: {e}", db.name))?;
+        out.copy_from_slice(reads[0]);
+        Ok(())
+    }
+
     /// Stores a kernel's result in its buffer, checking the shape first.
     fn write(&mut self, p: &Program, b: BufferId, t: &Tensor, call: &Call) -> Result<(), String> {
         let buffer = &p.buffers[b];
@@ -175,6 +214,22 @@ impl Executor {
             Tensor::Bool(a) => self.arena.view_mut::<u8>(off, n).map(|dst| dst.iter_mut().zip(a.iter()).for_each(|(d, s)| *d = *s as u8)),
         };
         res.map_err(|e| format!("buffer `{}`: {e}", buffer.name))
+    }
+}
+
+/// A tensor's elements as little-endian bytes in logical order (bool as 0/1).
+fn tensor_bytes(t: &Tensor) -> Cow<'_, [u8]> {
+    fn pod<T: bytemuck::Pod>(a: &ndarray::ArrayD<T>) -> Cow<'_, [u8]> {
+        match a.as_slice() {
+            Some(s) => Cow::Borrowed(bytemuck::cast_slice(s)),
+            None => Cow::Owned(bytemuck::cast_slice(&a.iter().copied().collect::<Vec<T>>()).to_vec()),
+        }
+    }
+    match t {
+        Tensor::F32(a) => pod(a),
+        Tensor::I64(a) => pod(a),
+        Tensor::I32(a) => pod(a),
+        Tensor::Bool(a) => Cow::Owned(a.iter().map(|&b| b as u8).collect()),
     }
 }
 

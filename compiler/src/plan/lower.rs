@@ -7,7 +7,7 @@
 //! outputs live to the end.
 
 use super::memory::{self, BufferRequest};
-use super::{Buffer, BufferId, Kernel, Program, Step, Storage};
+use super::{Buffer, BufferId, Program, Step, Storage};
 use crate::ir::types::TypeDisplay;
 use crate::ir::{Dim, Graph, Op, RegionId, Symbol, ValueDef, ValueId};
 use std::collections::HashMap;
@@ -148,7 +148,8 @@ impl Lowering<'_> {
                 self.step += 1;
                 let inputs = node.inputs.iter().map(|i| i.map(|v| self.read(v, at)).transpose()).collect::<Result<_, _>>()?;
                 let outputs = node.outputs.iter().map(|&v| self.write(v, at)).collect::<Result<_, _>>()?;
-                steps.push(Step::Node { node: n, kernel: Kernel::Reference, inputs, outputs });
+                let kernel = super::kernels::choose(self.graph, n);
+                steps.push(Step::Node { node: n, kernel, inputs, outputs });
             }
         }
         Ok(steps)

@@ -12,6 +12,7 @@
 //! fast kernels take over op by op.
 
 pub mod exec;
+mod kernels;
 pub mod lower;
 pub mod memory;
 
@@ -59,6 +60,9 @@ impl Buffer {
 pub enum Kernel {
     /// The interpreter's kernel, on copies of the operands.
     Reference,
+    /// The output holds the input's bytes unchanged (Identity, Dropout,
+    /// Reshape, Flatten, Squeeze, Unsqueeze): one copy, no interpretation.
+    Copy,
 }
 
 /// One step of a block.
