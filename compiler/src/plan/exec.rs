@@ -33,7 +33,7 @@ pub struct Executor {
 }
 
 /// The state of one call: the caller's inputs and the batch size.
-struct Call<'a> {
+pub(super) struct Call<'a> {
     inputs: Vec<&'a Tensor>,
     batch: usize,
     bindings: HashMap<crate::ir::Symbol, usize>,
@@ -153,39 +153,67 @@ impl Executor {
         }
     }
 
-    /// The bytes of a buffer that is not in the arena (an input or a constant).
-    fn outside_bytes<'a>(p: &'a Program, b: BufferId, call: &Call<'a>) -> Option<Cow<'a, [u8]>> {
-        let tensor: &Tensor = match &p.buffers[b].storage {
-            Storage::Input(i) => call.inputs[*i],
-            Storage::Const(t) => t,
-            Storage::Arena(_) => return None,
+    /// Calls `f` with the elements of `inputs` and the arena buffer `output`,
+    /// as slices of `T`: graph inputs and constants in place (copied only if
+    /// not contiguous), arena buffers through one checked split of the arena.
+    /// This is how fast kernels see their operands.
+    pub(super) fn with_io<T: ArenaElem>(
+        &mut self,
+        p: &Program,
+        inputs: &[BufferId],
+        output: BufferId,
+        call: &Call,
+        f: impl FnOnce(&[&[T]], &mut [T]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let out_buf = &p.buffers[output];
+        let Storage::Arena(out_slot) = out_buf.storage else {
+            return Err(format!("`{}` is not an arena buffer", out_buf.name));
         };
-        Some(tensor_bytes(tensor))
+        let span = |b: &Buffer| b.shape_at(call.batch).iter().product::<usize>() * super::element_bytes(b.dtype);
+        let out_off = self.offset(p, out_slot, call, out_buf).map_err(|e| e.to_string())?;
+        let mut outside: Vec<Option<Cow<[T]>>> = Vec::with_capacity(inputs.len());
+        let mut reads = Vec::new();
+        for &b in inputs {
+            let buffer = &p.buffers[b];
+            let tensor: Option<&Tensor> = match &buffer.storage {
+                Storage::Input(i) => Some(call.inputs[*i]),
+                Storage::Const(t) => Some(t),
+                Storage::Arena(slot) => {
+                    reads.push((self.offset(p, *slot, call, buffer).map_err(|e| e.to_string())?, span(buffer)));
+                    None
+                }
+            };
+            match tensor {
+                Some(t) => outside.push(Some(T::slice_of(t).ok_or_else(|| format!("`{}` is {}, not {}", buffer.name, t.dtype(), T::NAME))?)),
+                None => outside.push(None),
+            }
+        }
+        let (arena_reads, out) = self.arena.split(&reads, (out_off, span(out_buf))).map_err(|e| format!("buffer `{}`: {e}", out_buf.name))?;
+        let mut arena_reads = arena_reads.into_iter();
+        let mut slices: Vec<&[T]> = Vec::with_capacity(inputs.len());
+        for o in &outside {
+            match o {
+                Some(c) => slices.push(c),
+                None => {
+                    let bytes = arena_reads.next().ok_or("operand bookkeeping went wrong")?;
+                    slices.push(bytemuck::try_cast_slice(bytes).map_err(|e| format!("misaligned operand: {e}"))?);
+                }
+            }
+        }
+        let out: &mut [T] = bytemuck::try_cast_slice_mut(out).map_err(|e| format!("misaligned output: {e}"))?;
+        f(&slices, out)
     }
 
-    /// Copies `src`'s bytes into arena buffer `dst` (same element count and dtype).
+    /// Copies `src`'s bytes into arena buffer `dst` (same size and dtype).
     fn copy(&mut self, p: &Program, src: BufferId, dst: BufferId, call: &Call) -> Result<(), String> {
-        let (sb, db) = (&p.buffers[src], &p.buffers[dst]);
-        let bytes = db.shape_at(call.batch).iter().product::<usize>() * super::element_bytes(db.dtype);
-        let Storage::Arena(dslot) = db.storage else {
-            return Err(format!("`{}` is not an arena buffer", db.name));
-        };
-        let doff = self.offset(p, dslot, call, db).map_err(|e| e.to_string())?;
-        if let Some(data) = Self::outside_bytes(p, src, call) {
-            let out = self.arena.view_mut::<u8>(doff, bytes).map_err(|e| format!("buffer `{}`: {e}", db.name))?;
-            if data.len() != bytes {
-                return Err(format!("`{}` holds {} bytes, `{}` needs {bytes}", sb.name, data.len(), db.name));
+        let (sname, dname) = (&p.buffers[src].name, &p.buffers[dst].name);
+        self.with_io::<u8>(p, &[src], dst, call, |ins, out| {
+            if ins[0].len() != out.len() {
+                return Err(format!("`{sname}` holds {} bytes, `{dname}` needs {}", ins[0].len(), out.len()));
             }
-            out.copy_from_slice(&data);
-            return Ok(());
-        }
-        let Storage::Arena(sslot) = sb.storage else {
-            return Err(format!("`{}` has no bytes to copy", sb.name));
-        };
-        let soff = self.offset(p, sslot, call, sb).map_err(|e| e.to_string())?;
-        let (reads, out) = self.arena.split(&[(soff, bytes)], (doff, bytes)).map_err(|e| format!("buffer `{}`: {e}", db.name))?;
-        out.copy_from_slice(reads[0]);
-        Ok(())
+            out.copy_from_slice(ins[0]);
+            Ok(())
+        })
     }
 
     /// Stores a kernel's result in its buffer, checking the shape first.
@@ -217,19 +245,51 @@ impl Executor {
     }
 }
 
-/// A tensor's elements as little-endian bytes in logical order (bool as 0/1).
-fn tensor_bytes(t: &Tensor) -> Cow<'_, [u8]> {
-    fn pod<T: bytemuck::Pod>(a: &ndarray::ArrayD<T>) -> Cow<'_, [u8]> {
-        match a.as_slice() {
-            Some(s) => Cow::Borrowed(bytemuck::cast_slice(s)),
-            None => Cow::Owned(bytemuck::cast_slice(&a.iter().copied().collect::<Vec<T>>()).to_vec()),
-        }
+/// An element type fast kernels read and write in the arena.
+pub(super) trait ArenaElem: bytemuck::Pod {
+    const NAME: &'static str;
+    /// The tensor's elements in logical order, borrowed when contiguous and of
+    /// this type; `None` when the dtype does not match.
+    fn slice_of(t: &Tensor) -> Option<Cow<'_, [Self]>>;
+}
+
+fn contiguous<T: Copy>(a: &ndarray::ArrayD<T>) -> Cow<'_, [T]> {
+    match a.as_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(a.iter().copied().collect()),
     }
-    match t {
-        Tensor::F32(a) => pod(a),
-        Tensor::I64(a) => pod(a),
-        Tensor::I32(a) => pod(a),
-        Tensor::Bool(a) => Cow::Owned(a.iter().map(|&b| b as u8).collect()),
+}
+
+impl ArenaElem for f32 {
+    const NAME: &'static str = "f32";
+    fn slice_of(t: &Tensor) -> Option<Cow<'_, [f32]>> {
+        t.as_f32().ok().map(contiguous)
+    }
+}
+
+impl ArenaElem for i64 {
+    const NAME: &'static str = "i64";
+    fn slice_of(t: &Tensor) -> Option<Cow<'_, [i64]>> {
+        t.as_i64().ok().map(contiguous)
+    }
+}
+
+/// Raw bytes of any tensor (bool as 0/1), for kernels that move data.
+impl ArenaElem for u8 {
+    const NAME: &'static str = "bytes";
+    fn slice_of(t: &Tensor) -> Option<Cow<'_, [u8]>> {
+        fn bytes<T: bytemuck::Pod>(a: &ndarray::ArrayD<T>) -> Cow<'_, [u8]> {
+            match contiguous(a) {
+                Cow::Borrowed(s) => Cow::Borrowed(bytemuck::cast_slice(s)),
+                Cow::Owned(v) => Cow::Owned(bytemuck::cast_slice(&v).to_vec()),
+            }
+        }
+        Some(match t {
+            Tensor::F32(a) => bytes(a),
+            Tensor::I64(a) => bytes(a),
+            Tensor::I32(a) => bytes(a),
+            Tensor::Bool(a) => Cow::Owned(a.iter().map(|&b| b as u8).collect()),
+        })
     }
 }
 
