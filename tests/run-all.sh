@@ -6,6 +6,7 @@
 #    target/onnx-conformance (a stamp file skips the work next time).
 # 2. `cargo test --workspace`: unit tests, golden tests, fixtures, bad-input
 #    tests and the conformance run against tests/conformance/expected.txt.
+# 3. The runtime's unsafe code under Miri (tests/miri.sh), where Miri exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,3 +20,4 @@ fi
 "$venv/bin/python" tests/conformance/extract.py target/onnx-conformance
 
 cargo test --workspace --locked
+bash tests/miri.sh

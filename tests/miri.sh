@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the runtime's tests that exercise `unsafe` code under Miri, when a
+# nightly toolchain with Miri is installed (it is not on every machine; the
+# script says so and succeeds without it). Filters name the test modules.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! cargo +nightly miri --version >/dev/null 2>&1; then
+  echo "miri: nightly toolchain with Miri not installed; skipping the Miri run"
+  exit 0
+fi
+# Isolation off: the pool's tests read the CPU topology from /sys.
+export MIRIFLAGS="${MIRIFLAGS:--Zmiri-disable-isolation}"
+cargo +nightly miri test -p d2nn-runtime --lib -- pool:: arena::
