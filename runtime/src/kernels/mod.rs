@@ -11,8 +11,12 @@
 //! the slice length (documented on each).
 //!
 //! Numerics follow the compiler's reference interpreter: the ops it computes
-//! in f64 (averages, sums, softmax, batch norm) accumulate in f64 here too,
-//! and the rest agrees to within a few ulps (see each module).
+//! in f64 (averages, sums, softmax, batch norm, several activations) are
+//! computed in f64 here too, with the same expressions, so most kernels agree
+//! with it bit for bit. The exceptions, each documented in its module, are
+//! row sums split into interleaved partial sums so they vectorise
+//! ([`reduce`], global average pooling) and batch norm's folded per-channel
+//! factor: they differ only by f64 rounding before the final f32 rounding.
 
 pub mod elementwise;
 pub mod norm;

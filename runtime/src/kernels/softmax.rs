@@ -4,10 +4,9 @@
 //!
 //! Numerically stable: the row maximum (NaN elements ignored, as `f32::max`
 //! does) is subtracted before `exp`. As in the reference interpreter, the
-//! shifted values, their exponentials and the sum are f64; Softmax stores
-//! `exp` rounded to f32 and then divides by the sum, which adds one f32
-//! rounding to the reference's (≤ 1 ulp apart); LogSoftmax is computed
-//! exactly as the reference does.
+//! shifted values, their exponentials and the sum are f64 and each result is
+//! rounded to f32 once, so the two agree bit for bit; the exponentials wait
+//! in an f64 scratch block (one allocation per call).
 //!
 //! `outer` is derived from the slice length, so the batch may vary.
 
@@ -22,9 +21,10 @@ pub fn softmax(log: bool, len: usize, inner: usize, x: &[f32], out: &mut [f32]) 
     if x.is_empty() {
         return Ok(());
     }
+    let mut exps = vec![0f64; if log { 0 } else { block }];
     if inner == 1 {
         for (src, dst) in x.chunks_exact(len).zip(out.chunks_exact_mut(len)) {
-            row(log, src, dst);
+            row(log, src, dst, &mut exps);
         }
         return Ok(());
     }
@@ -38,14 +38,12 @@ pub fn softmax(log: bool, len: usize, inner: usize, x: &[f32], out: &mut [f32]) 
             }
         }
         sum.fill(0.0);
-        for (r, d) in src.chunks_exact(inner).zip(dst.chunks_exact_mut(inner)) {
-            for (((s, d), &v), &m) in sum.iter_mut().zip(d.iter_mut()).zip(r).zip(&max) {
-                let e = (f64::from(v) - f64::from(m)).exp();
-                *s += e;
-                *d = e as f32;
-            }
-        }
         if log {
+            for r in src.chunks_exact(inner) {
+                for ((s, &v), &m) in sum.iter_mut().zip(r).zip(&max) {
+                    *s += (f64::from(v) - f64::from(m)).exp();
+                }
+            }
             let log_sum: Vec<f64> = sum.iter().map(|s| s.ln()).collect();
             for (r, d) in src.chunks_exact(inner).zip(dst.chunks_exact_mut(inner)) {
                 for (((d, &v), &m), &l) in d.iter_mut().zip(r).zip(&max).zip(&log_sum) {
@@ -53,9 +51,15 @@ pub fn softmax(log: bool, len: usize, inner: usize, x: &[f32], out: &mut [f32]) 
                 }
             }
         } else {
-            for d in dst.chunks_exact_mut(inner) {
-                for (d, &s) in d.iter_mut().zip(&sum) {
-                    *d = (f64::from(*d) / s) as f32;
+            for (r, e) in src.chunks_exact(inner).zip(exps.chunks_exact_mut(inner)) {
+                for (((s, e), &v), &m) in sum.iter_mut().zip(e.iter_mut()).zip(r).zip(&max) {
+                    *e = (f64::from(v) - f64::from(m)).exp();
+                    *s += *e;
+                }
+            }
+            for (d, e) in dst.chunks_exact_mut(inner).zip(exps.chunks_exact(inner)) {
+                for ((d, &e), &s) in d.iter_mut().zip(e).zip(&sum) {
+                    *d = (e / s) as f32;
                 }
             }
         }
@@ -63,24 +67,23 @@ pub fn softmax(log: bool, len: usize, inner: usize, x: &[f32], out: &mut [f32]) 
     Ok(())
 }
 
-/// One contiguous row.
-fn row(log: bool, src: &[f32], dst: &mut [f32]) {
-    let max = src.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let m = f64::from(max);
-    let mut sum = 0f64;
-    for (d, &v) in dst.iter_mut().zip(src) {
-        let e = (f64::from(v) - m).exp();
-        sum += e;
-        *d = e as f32;
-    }
+/// One contiguous row; `exps` is scratch of the row's length (empty for log).
+fn row(log: bool, src: &[f32], dst: &mut [f32], exps: &mut [f64]) {
+    let m = f64::from(src.iter().copied().fold(f32::NEG_INFINITY, f32::max));
     if log {
+        let sum = src.iter().fold(0f64, |s, &v| s + (f64::from(v) - m).exp());
         let l = sum.ln();
         for (d, &v) in dst.iter_mut().zip(src) {
             *d = (f64::from(v) - m - l) as f32;
         }
     } else {
-        for d in dst.iter_mut() {
-            *d = (f64::from(*d) / sum) as f32;
+        let mut sum = 0f64;
+        for (e, &v) in exps.iter_mut().zip(src) {
+            *e = (f64::from(v) - m).exp();
+            sum += *e;
+        }
+        for (d, &e) in dst.iter_mut().zip(exps.iter()) {
+            *d = (e / sum) as f32;
         }
     }
 }
