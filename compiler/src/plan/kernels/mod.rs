@@ -7,9 +7,10 @@
 //! constants in place, arena buffers through one checked split of the arena.
 //!
 //! Every fast kernel is f32-only and needs its geometry known at lowering
-//! time except for the batch: the batch may only scale the outermost,
-//! slice-length-derived count of a kernel (planes of a pool, rows of a
-//! softmax or reduction), or, for binary ops, the outermost iteration dim.
+//! time except for the batch: the batch may only scale the outermost count
+//! a kernel derives from its slice lengths (planes of a pool, rows of a
+//! softmax or reduction), or, for binary ops, iteration dims that the
+//! executor resolves per call while the strides stay batch-independent.
 //! Per-family rules are in [`elementwise`], [`pool`], [`softmax`],
 //! [`reduce`] and [`norm`].
 
