@@ -6,6 +6,7 @@
 //! as the back ends land.
 
 pub mod arena;
+pub mod kernels;
 pub mod npy;
 pub mod pool;
 pub mod tensor;

@@ -8,6 +8,8 @@ use super::{Buffer, BufferId, Kernel, Program, Step, Storage};
 use crate::interp::{self, InterpError, Profile};
 use std::time::Instant;
 use d2nn_runtime::arena::{Arena, ArenaError};
+use d2nn_runtime::kernels::elementwise::{self, BroadcastLayout};
+use d2nn_runtime::kernels::{norm, pool, reduce, softmax, KernelError};
 use d2nn_runtime::{DType, Tensor};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -106,6 +108,9 @@ impl Executor {
                         self.write(p, b, t, call).map_err(|reason| node_err(p, *node, reason))?;
                     }
                 }
+                Step::Node { node, kernel, inputs, outputs } => {
+                    self.fast(p, kernel, inputs, outputs, call).map_err(|reason| node_err(p, *node, reason))?;
+                }
                 Step::If { node, cond, then_block, else_block, then_yields, else_yields, outputs } => {
                     let c = self.read(p, *cond, call)?;
                     let taken = match c.as_bool() {
@@ -202,6 +207,35 @@ impl Executor {
         }
         let out: &mut [T] = bytemuck::try_cast_slice_mut(out).map_err(|e| format!("misaligned output: {e}"))?;
         f(&slices, out)
+    }
+
+    /// Runs one of the runtime's f32 kernels on the step's operands (see [`Kernel`]).
+    fn fast(&mut self, p: &Program, kernel: &Kernel, inputs: &[Option<BufferId>], outputs: &[BufferId], call: &Call) -> Result<(), String> {
+        let operand = |i: usize| inputs.get(i).copied().flatten().ok_or_else(|| format!("required input {i} is missing"));
+        let out = *outputs.first().ok_or("the node has no output")?;
+        let err = |e: KernelError| e.to_string();
+        match kernel {
+            Kernel::Unary(op) => self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| elementwise::unary(*op, x[0], y).map_err(err)),
+            Kernel::Binary(b) => {
+                let dims = b.dims.iter().map(|d| d.resolve(&|_| Some(call.batch)).ok_or("a dim of the iteration space is unknown"));
+                let layout = BroadcastLayout { dims: dims.collect::<Result<_, _>>()?, a_strides: b.a_strides.clone(), b_strides: b.b_strides.clone() };
+                self.with_io::<f32>(p, &[operand(0)?, operand(1)?], out, call, |x, y| elementwise::binary(b.op, x[0], x[1], &layout, y).map_err(err))
+            }
+            Kernel::Pool(pool) => self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| pool::pool2d(pool, x[0], y).map_err(err)),
+            Kernel::GlobalPool { kind, plane } => {
+                self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| pool::global_pool(*kind, *plane, x[0], y).map_err(err))
+            }
+            Kernel::Softmax { log, len, inner } => {
+                self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| softmax::softmax(*log, *len, *inner, x[0], y).map_err(err))
+            }
+            Kernel::Reduce { kind, len, inner } => {
+                self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| reduce::reduce(*kind, *len, *inner, x[0], y).map_err(err))
+            }
+            Kernel::BatchNorm { bn, plane } => {
+                self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| norm::batch_norm(bn, *plane, x[0], y).map_err(err))
+            }
+            Kernel::Reference | Kernel::Copy => Err("not one of the runtime's fast kernels".into()),
+        }
     }
 
     /// Copies `src`'s bytes into arena buffer `dst` (same size and dtype).

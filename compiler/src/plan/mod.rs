@@ -9,7 +9,8 @@
 //!
 //! Kernels are chosen per node. [`Kernel::Reference`] runs the interpreter's
 //! kernel on the node's operands and is correct for every op; the runtime's
-//! fast kernels take over op by op.
+//! fast kernels take over op by op where their conditions hold (f32, constant
+//! parameters, batch-independent geometry).
 
 pub mod exec;
 mod kernels;
@@ -20,6 +21,10 @@ pub use exec::{ExecError, Executor};
 pub use lower::{lower, LowerError};
 
 use crate::ir::{Dim, Graph, NodeId};
+use d2nn_runtime::kernels::elementwise::{Binary, Unary};
+use d2nn_runtime::kernels::norm::BatchNorm;
+use d2nn_runtime::kernels::pool::{GlobalKind, Pool2d};
+use d2nn_runtime::kernels::reduce::ReduceKind;
 use d2nn_runtime::{DType, Tensor};
 use std::sync::Arc;
 
@@ -56,6 +61,14 @@ impl Buffer {
 }
 
 /// How a node's step computes its outputs.
+///
+/// The fast kernels run the runtime's f32 kernels (`d2nn_runtime::kernels`)
+/// on the operands in place. Their parameters are computed at lowering time
+/// and never depend on the batch size: the kernels derive the batch-scaled
+/// outer count (batch × channels planes, softmax rows…) from the lengths of
+/// the slices they get, and [`BinaryKernel`] keeps the batch in its outermost
+/// iteration dim only, resolved per call. See `kernels::choose` for when each
+/// is chosen.
 #[derive(Clone, Debug)]
 pub enum Kernel {
     /// The interpreter's kernel, on copies of the operands.
@@ -63,6 +76,36 @@ pub enum Kernel {
     /// The output holds the input's bytes unchanged (Identity, Dropout,
     /// Reshape, Flatten, Squeeze, Unsqueeze): one copy, no interpretation.
     Copy,
+    /// An f32 elementwise op of input 0 (Clip's constant bounds folded in).
+    Unary(Unary),
+    /// An f32 broadcasting binary op of inputs 0 and 1.
+    Binary(BinaryKernel),
+    /// f32 MaxPool (values only) or AveragePool over `[planes, H, W]`
+    /// (1-D pools with `H = 1`).
+    Pool(Pool2d),
+    /// f32 GlobalMaxPool or GlobalAveragePool over `plane` spatial elements.
+    GlobalPool { kind: GlobalKind, plane: usize },
+    /// f32 Softmax or LogSoftmax over the middle axis of `[outer, len, inner]`.
+    Softmax { log: bool, len: usize, inner: usize },
+    /// f32 ReduceSum/Mean/Max/Min over the middle axis of `[outer, len, inner]`
+    /// (the reduced axes form one contiguous block).
+    Reduce { kind: ReduceKind, len: usize, inner: usize },
+    /// f32 BatchNormalization with constant statistics over `[N, C, plane]`.
+    BatchNorm { bn: BatchNorm, plane: usize },
+}
+
+/// A broadcasting binary op as a strided loop over the output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BinaryKernel {
+    pub op: Binary,
+    /// The output's dims with size-1 axes dropped and uniformly strided
+    /// neighbours merged; they may hold the batch symbol and are resolved per
+    /// call (`Buffer::shape_at` style).
+    pub dims: Vec<Dim>,
+    /// Operand strides over `dims` in elements (0 where broadcast); they
+    /// never depend on the batch.
+    pub a_strides: Vec<usize>,
+    pub b_strides: Vec<usize>,
 }
 
 /// One step of a block.

@@ -5,20 +5,67 @@
 //! constant operands, layout), and the reference kernel otherwise. The
 //! executor hands fast kernels their operands as slices: graph inputs and
 //! constants in place, arena buffers through one checked split of the arena.
+//!
+//! Every fast kernel is f32-only and needs its geometry known at lowering
+//! time except for the batch: the batch may only scale the outermost count
+//! a kernel derives from its slice lengths (planes of a pool, rows of a
+//! softmax or reduction), or, for binary ops, iteration dims that the
+//! executor resolves per call while the strides stay batch-independent.
+//! Per-family rules are in [`elementwise`], [`pool`], [`softmax`],
+//! [`reduce`] and [`norm`].
+
+mod elementwise;
+mod norm;
+mod pool;
+mod reduce;
+mod softmax;
 
 use super::Kernel;
-use crate::ir::{Graph, NodeId, Op};
+use crate::ir::{Dim, Graph, NodeId, Op, ValueId};
+use d2nn_runtime::DType;
 
 /// The kernel for `node`.
 pub(super) fn choose(graph: &Graph, node: NodeId) -> Kernel {
     let n = &graph.nodes[node];
-    match n.op {
+    let fast = match &n.op {
         // Same bytes, new shape: only the data operand is read.
         Op::Identity | Op::Dropout | Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze
             if n.outputs.len() == 1 =>
         {
-            Kernel::Copy
+            return Kernel::Copy
         }
-        _ => Kernel::Reference,
+        Op::Unary(op) => elementwise::unary(graph, node, *op),
+        Op::Clip => elementwise::clip(graph, node),
+        Op::Binary(op) => elementwise::binary(graph, node, *op),
+        Op::Variadic(op) => elementwise::variadic(graph, node, *op),
+        Op::Pool { kind, attrs } => pool::pool(graph, node, *kind, attrs),
+        Op::GlobalPool { kind } => pool::global_pool(graph, node, *kind),
+        Op::Softmax { axis, log, coerce_2d } => softmax::softmax(graph, node, *axis, *log, *coerce_2d),
+        Op::Reduce { op, noop_with_empty_axes, .. } => reduce::reduce(graph, node, *op, *noop_with_empty_axes),
+        Op::BatchNorm { epsilon } => norm::batch_norm(graph, node, *epsilon),
+        _ => None,
+    };
+    fast.unwrap_or(Kernel::Reference)
+}
+
+/// Input `i` of `node` when it is present and f32.
+fn f32_input(graph: &Graph, node: NodeId, i: usize) -> Option<ValueId> {
+    graph.nodes[node].input(i).filter(|&v| graph.values[v].ty.dtype == DType::F32)
+}
+
+/// The node's only output when it is f32.
+fn f32_output(graph: &Graph, node: NodeId) -> Option<ValueId> {
+    match graph.nodes[node].outputs[..] {
+        [v] if graph.values[v].ty.dtype == DType::F32 => Some(v),
+        _ => None,
     }
+}
+
+fn shape(graph: &Graph, v: ValueId) -> &[Dim] {
+    &graph.values[v].ty.shape
+}
+
+/// The product of `dims` when every one is known.
+fn known_volume(dims: &[Dim]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |n, d| n.checked_mul(d.known()?))
 }

@@ -1,0 +1,166 @@
+//! 2-D NCHW pooling (MaxPool, AveragePool; 1-D pools are the `h = 1` case)
+//! and the global pools.
+//!
+//! The window geometry is given per axis as resolved numbers ([`PoolAxis`]):
+//! output size, kernel, stride, dilation, begin pad (negative when a `SAME`
+//! pool shifts windows into the input) and end pad. A tap at input position
+//! `p = o·stride + k·dilation - pad_begin` is an input element when
+//! `0 ≤ p < input`, padding when it is otherwise below `input + pad_end`,
+//! and overhang (ceil mode's last window) beyond that; a tap that overhangs
+//! on either axis does not exist. Max takes input elements only (NaN elements
+//! are skipped; a window without any input element gives NaN). Average sums
+//! input elements in f64 and divides by their count, or by the count of
+//! input and padding taps with `count_include_pad`. This is the reference
+//! interpreter's rule, tap order included, so results agree bit for bit.
+//!
+//! The number of planes (batch × channels) is derived from the slice
+//! lengths, so one geometry serves every batch size.
+
+use super::{blocks, expect_len, reduce, KernelError};
+
+/// What a pooling window computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    Average { count_include_pad: bool },
+}
+
+/// The resolved window layout of one spatial axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolAxis {
+    pub input: usize,
+    pub output: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub dilation: usize,
+    pub pad_begin: i64,
+    pub pad_end: usize,
+}
+
+impl PoolAxis {
+    /// The trivial axis of a 1-D pool seen as 2-D.
+    pub const UNIT: PoolAxis = PoolAxis { input: 1, output: 1, kernel: 1, stride: 1, dilation: 1, pad_begin: 0, pad_end: 0 };
+}
+
+/// A 2-D pooling layer over `[planes, h.input, w.input]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2d {
+    pub kind: PoolKind,
+    pub h: PoolAxis,
+    pub w: PoolAxis,
+}
+
+/// The taps of one output position along one axis.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    /// Input position of the first input tap.
+    start: usize,
+    /// Number of input taps (consecutive in `k`, `dilation` apart).
+    inputs: usize,
+    /// Number of input and padding taps (every tap that is not overhang).
+    taps: usize,
+}
+
+fn spans(a: &PoolAxis) -> Result<Vec<Span>, KernelError> {
+    if a.kernel == 0 || a.stride == 0 || a.dilation == 0 {
+        return Err(KernelError::Geometry(format!("kernel, stride and dilation must be positive: {a:?}")));
+    }
+    let geometry = |what: &str| KernelError::Geometry(format!("{what} overflows: {a:?}"));
+    let input = i64::try_from(a.input).map_err(|_| geometry("input"))?;
+    let limit = input.checked_add(i64::try_from(a.pad_end).map_err(|_| geometry("pad_end"))?).ok_or_else(|| geometry("input + pad_end"))?;
+    (0..a.output)
+        .map(|o| {
+            let mut span = Span { start: 0, inputs: 0, taps: 0 };
+            for k in 0..a.kernel {
+                let p = o
+                    .checked_mul(a.stride)
+                    .and_then(|x| x.checked_add(k.checked_mul(a.dilation)?))
+                    .and_then(|x| i64::try_from(x).ok())
+                    .and_then(|x| x.checked_sub(a.pad_begin))
+                    .ok_or_else(|| geometry("a window position"))?;
+                if p >= limit {
+                    continue;
+                }
+                span.taps += 1;
+                if (0..input).contains(&p) {
+                    if span.inputs == 0 {
+                        span.start = p as usize;
+                    }
+                    span.inputs += 1;
+                }
+            }
+            Ok(span)
+        })
+        .collect()
+}
+
+/// Pools `x` (`[planes, h.input, w.input]`, row-major) into `out`
+/// (`[planes, h.output, w.output]`).
+pub fn pool2d(p: &Pool2d, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
+    let in_plane = p.h.input.checked_mul(p.w.input).ok_or_else(|| KernelError::Geometry(format!("{p:?} overflows")))?;
+    let out_plane = p.h.output.checked_mul(p.w.output).ok_or_else(|| KernelError::Geometry(format!("{p:?} overflows")))?;
+    let planes = if in_plane > 0 { blocks("input", x.len(), in_plane)? } else { blocks("output", out.len(), out_plane)? };
+    expect_len("input", x.len(), planes * in_plane)?;
+    expect_len("output", out.len(), planes * out_plane)?;
+    if out.is_empty() {
+        return Ok(());
+    }
+    let (hs, ws) = (spans(&p.h)?, spans(&p.w)?);
+    let (width, dh, dw) = (p.w.input, p.h.dilation, p.w.dilation);
+    for (plane, dst) in out.chunks_exact_mut(out_plane).enumerate() {
+        let src = &x[plane * in_plane..(plane + 1) * in_plane];
+        for (hspan, dst_row) in hs.iter().zip(dst.chunks_exact_mut(p.w.output)) {
+            for (wspan, o) in ws.iter().zip(dst_row.iter_mut()) {
+                let taps = (0..hspan.inputs).flat_map(|i| {
+                    let row = (hspan.start + i * dh) * width + wspan.start;
+                    (0..wspan.inputs).map(move |j| row + j * dw)
+                });
+                *o = match p.kind {
+                    PoolKind::Max => {
+                        // NaN `max` means "no value yet"; NaN taps are skipped.
+                        let mut max = f32::NAN;
+                        for at in taps {
+                            let v = src[at];
+                            if !v.is_nan() && (max.is_nan() || v > max) {
+                                max = v;
+                            }
+                        }
+                        max
+                    }
+                    PoolKind::Average { count_include_pad } => {
+                        // A fold from +0 (not `sum`, which starts at -0) keeps the reference's sign of an all-padding window.
+                        let sum = taps.fold(0f64, |s, at| s + f64::from(src[at]));
+                        let count = if count_include_pad { hspan.taps * wspan.taps } else { hspan.inputs * wspan.inputs };
+                        (sum / count as f64) as f32
+                    }
+                };
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Which global pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GlobalKind {
+    Max,
+    Average,
+}
+
+/// Reduces each `plane`-element block of `x` to one element of `out`:
+/// the mean (f64 accumulation), or the NaN-propagating maximum (NaN for an
+/// empty plane).
+pub fn global_pool(kind: GlobalKind, plane: usize, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
+    expect_len("input", x.len(), out.len().checked_mul(plane).ok_or_else(|| KernelError::Geometry("plane overflows".into()))?)?;
+    match kind {
+        GlobalKind::Average => reduce::reduce(reduce::ReduceKind::Mean, plane, 1, x, out),
+        GlobalKind::Max if plane == 0 => {
+            out.fill(f32::NAN);
+            Ok(())
+        }
+        GlobalKind::Max => reduce::reduce(reduce::ReduceKind::Max, plane, 1, x, out),
+    }
+}
+
+#[cfg(test)]
+mod tests;
