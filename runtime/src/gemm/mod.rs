@@ -113,7 +113,7 @@ use kernel::Arch;
 /// next to it needs another 14·4 bytes per `k`; MC = 512 keeps the `Ai`
 /// block at 512 KiB, half of Zen 4's L2; NC = 2048 × 256 × 4 = 2 MiB of
 /// packed `Bi` in L3.
-const BLOCKING: Blocking = Blocking { kc: 256, mc: 512, nc: 2048 };
+const BLOCKING: Blocking = Blocking { kc: 384, mc: 512, nc: 2048 };
 
 /// The left operand of [`sgemm`]: a plain view or a pre-packed constant.
 #[derive(Clone, Copy)]

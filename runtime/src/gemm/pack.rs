@@ -49,17 +49,32 @@ pub(crate) fn pack_block(src: &[f32], sp: usize, sk: usize, plen: usize, kc: usi
     if plen == 0 || kc == 0 {
         return;
     }
+    if sp == 1 {
+        // Rows of the block are contiguous in the source: read each one
+        // sequentially (prefetcher- and TLB-friendly) and deal it out to the
+        // panels. Reading panel by panel instead walks `kc` pages per 128
+        // bytes and ran at a third of the speed.
+        for k in 0..kc {
+            let row = &src[k * sk..k * sk + plen];
+            for (p, panel) in dst.chunks_exact_mut(kc * PANEL).enumerate() {
+                let d = &mut panel[k * PANEL..(k + 1) * PANEL];
+                let s = &row[p * PANEL..];
+                if s.len() >= PANEL {
+                    // Fixed-size copy: a few `vmovups`, not a `memmove` call.
+                    let d: &mut [f32; PANEL] = d.try_into().unwrap();
+                    *d = s[..PANEL].try_into().unwrap();
+                } else {
+                    d[..s.len()].copy_from_slice(s);
+                    d[s.len()..].fill(0.0);
+                }
+            }
+        }
+        return;
+    }
     for (p, panel) in dst.chunks_exact_mut(kc * PANEL).enumerate() {
         let p0 = p * PANEL;
         let w = (plen - p0).min(PANEL);
-        if sp == 1 {
-            // Rows of the panel are contiguous in the source: one copy per k.
-            for (k, row) in panel.chunks_exact_mut(PANEL).enumerate() {
-                let s = p0 + k * sk;
-                row[..w].copy_from_slice(&src[s..s + w]);
-                row[w..].fill(0.0);
-            }
-        } else if sk == 1 {
+        if sk == 1 {
             // Contiguous along k: walk each source line once, scatter by 32.
             for l in 0..w {
                 let s = (p0 + l) * sp;
