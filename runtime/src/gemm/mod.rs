@@ -48,12 +48,17 @@
 //! product, included in the choice).
 //!
 //! ## Micro-kernels (`kernel.rs`)
-//! * AVX-512F: `MR × NR = 14 × 32` — 28 `zmm` accumulators, 2 for the `Bi`
-//!   row, `Ai` broadcast from memory inside the FMA (`{1to16}`). A 32-row `Ai`
-//!   panel is cut into 3 near-equal row chunks (11, 11, 10); kernels exist for
-//!   every row count 1..=14, so row edges cost no wasted FMAs, and column
-//!   edges use `k`-mask loads/stores (a 16-column edge runs the 1-vector
-//!   kernel).
+//! * AVX-512F: register tiles up to `MR × NR = 14 × 32` (2 `zmm` per `Bi`
+//!   row, one broadcast per `Ai` row). A 32-row `Ai` panel is cut into
+//!   `ceil(32 / 14) = 3` near-equal row chunks, so full panels run as
+//!   11 + 11 + 10 rows: 22 accumulators, 2 vector loads and 11 broadcasts per
+//!   22 FMAs — FMA-bound on Zen 4 (one 512-bit FMA per cycle, 2 loads per
+//!   cycle). 16 × 32 would need all 32 registers for accumulators; 8 × 48 or
+//!   6 × 64 do not divide the 32-wide panel. With both operands pre-packed
+//!   the kernel sustains ~113 GFLOP/s, ≈ 96% of the FMA-loop peak measured
+//!   on the same core (see the benchmark). Kernels exist for every row count
+//!   1..=14, so row edges waste no FMAs; column edges use `k`-mask
+//!   loads/stores (a ≤ 16-column edge runs the 1-vector kernel).
 //! * AVX2 + FMA: `6 × 16` — 12 `ymm` accumulators; `vmaskmovps` edges.
 //! * Portable: `4 × 8` over `[f32; 4]` arrays, which LLVM maps to SSE2.
 //!
@@ -61,15 +66,27 @@
 //! in a `OnceLock`), so a binary built here runs anywhere x86-64 (or on any
 //! target with the portable kernel).
 //!
-//! ## Blocking
+//! ## Blocking and packing
 //! Loops, outer to inner: columns of `Bi` by `NC`, `K` by `KC`, rows of `Ai`
 //! by `MC`, then 32-column panels of `Bi` cut into `NR` sub-panels, then
 //! 32-row panels of `Ai` cut into row chunks. One `KC × NR` sub-panel of `Bi`
-//! is reused from L1 across the whole `MC × KC` block of `Ai`, which stays in
-//! L2 (1 MiB on the target Zen 4) across the column block. See
-//! [`BLOCKING`](self) constants in `mod.rs` for the values and their
-//! measurements. `K` is split into near-equal blocks, so 576 runs as 2 × 288
-//! rather than 512 + 64.
+//! is swept by the whole `MC × KC` block of `Ai`, which stays in L2 (1 MiB,
+//! 8-way on the target; L1d 32 KiB). `K` is split into near-equal blocks
+//! (576 runs as 2 × 288, not 384 + 192). Values in `BLOCKING` (mod.rs); the kernel
+//! is so compute-dense (22 FMAs per 128 bytes of `Bi`) that even L2-resident
+//! sub-panels feed it, and a sweep of KC ∈ {192..576}, MC ∈ {256..1024},
+//! NC ∈ {384..2048} moved the ResNet shapes by less than the machine's noise
+//! except where noted there.
+//!
+//! On AVX-512 a plain `Bi` with unit column stride (the row-major activation
+//! `X[K, pixels]` of a conv) is not packed at all: the kernel reads its full
+//! 32-column panels in place at the source's row stride and prefetches the
+//! same row of the next panel (only a ragged last panel is packed). Packing
+//! writes and re-reads as many bytes as the product reads, which with 64
+//! output channels cost ~15%; without the prefetch, the strided rows missed
+//! one page at a time (60 instead of 105 GFLOP/s at 64×3136×576). The AVX2
+//! kernel (12 FMAs per row instead of 22) could not hide those misses and
+//! keeps packing.
 //!
 //! ## Threading (later)
 //! The driver's unit of work is a range of 32-aligned columns of `Ci` with
@@ -109,10 +126,12 @@ use kernel::Arch;
 
 /// Blocking for all instruction sets (see the module docs).
 ///
-/// KC = 256: a `KC × 32` sub-panel of `Bi` is 32 KiB and the `Ai` stream
-/// next to it needs another 14·4 bytes per `k`; MC = 512 keeps the `Ai`
-/// block at 512 KiB, half of Zen 4's L2; NC = 2048 × 256 × 4 = 2 MiB of
-/// packed `Bi` in L3.
+/// KC = 384: long enough that the `C` tile's load/store per K block is < 1%
+/// of the FMAs, short enough that `MC × KC` (768 KiB) stays in L2. MC = 512.
+/// NC = 2048 (a packed `Bi` block is 3 MiB, in L3). Measured on the target
+/// (best of 30, GFLOP/s, 7 ResNet shapes): KC 256 / 384 / 512 within ±3 of
+/// each other; NC 512 or 1024 lost ~10% on `2048×49×512` until the
+/// contiguous `C` block got an odd-line row stride.
 const BLOCKING: Blocking = Blocking { kc: 384, mc: 512, nc: 2048 };
 
 /// The left operand of [`sgemm`]: a plain view or a pre-packed constant.
@@ -274,6 +293,7 @@ pub fn sgemm_on<'a>(
 }
 
 /// Which internal problem the driver solves (forced in tests).
+#[cfg_attr(not(test), allow(dead_code))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Orientation {
     Auto,

@@ -119,10 +119,6 @@ impl Panels {
         self.k * PANEL
     }
 
-    pub fn ptr(&self) -> *const f32 {
-        self.data.as_slice().as_ptr()
-    }
-
     pub fn bytes(&self) -> usize {
         self.data.as_slice().len() * 4
     }

@@ -106,20 +106,23 @@ struct Case {
     seed: u64,
 }
 
+/// Under Miri everything is ~10⁴× slower: keep shapes small there.
+const BIG: usize = if cfg!(miri) { 1 } else { 10 };
+
 fn dim() -> impl Strategy<Value = usize> {
     prop_oneof![
         3 => 1usize..=4,
-        3 => 5usize..=40,
-        2 => 41usize..=100,
+        3 => 5usize..=4 * BIG,
+        2 => 4 * BIG + 1..=10 * BIG,
     ]
 }
 
 fn kdim() -> impl Strategy<Value = usize> {
     prop_oneof![
         2 => Just(1usize),
-        4 => 2usize..=40,
-        2 => 41usize..=300,
-        1 => 301usize..=700,
+        4 => 2usize..=4 * BIG,
+        2 => 4 * BIG + 1..=30 * BIG,
+        1 => 30 * BIG + 1..=70 * BIG,
     ]
 }
 
@@ -287,8 +290,17 @@ fn cases() -> u32 {
     }
 }
 
+fn config() -> ProptestConfig {
+    let mut c = ProptestConfig { cases: cases(), ..ProptestConfig::default() };
+    if cfg!(miri) {
+        // No file system under Miri's isolation.
+        c.failure_persistence = None;
+    }
+    c
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     /// Every available instruction set, explicitly, on the same random case.
     #[test]
@@ -349,11 +361,17 @@ fn run(case: &Case, isa: Isa) {
 /// panel, column counts around 16 / 32, in both orientations.
 fn tile_edges(isa: Isa) {
     let (mr, nr) = isa.tile();
-    let ms = [1, 2, mr - 1, mr, mr + 1, 31, 32, 33, 2 * 32 + mr + 3];
-    let ns = [1, 3, nr / 2, nr / 2 + 1, nr - 1, nr, nr + 1, 32, 33, 49];
-    let ks = if cfg!(miri) { &[1, 5][..] } else { &[1, 9, 257][..] };
-    for &m in &ms {
-        for &n in &ns {
+    let (ms, ns, ks): (&[usize], &[usize], &[usize]) = if cfg!(miri) {
+        (&[1, mr, mr + 1, 33], &[1, nr / 2 + 1, nr, 33], &[1, 5])
+    } else {
+        (
+            &[1, 2, mr - 1, mr, mr + 1, 31, 32, 33, 2 * 32 + mr + 3],
+            &[1, 3, nr / 2, nr / 2 + 1, nr - 1, nr, nr + 1, 32, 33, 49],
+            &[1, 9, 257],
+        )
+    };
+    for &m in ms {
+        for &n in ns {
             for &k in ks {
                 for o in [Orientation::Direct, Orientation::Transposed] {
                     let mut c = fixed(m, n, k);
@@ -479,6 +497,7 @@ fn empty_and_k0() {
 
 /// After the first call the scratch does not grow again for the same shape.
 #[test]
+#[cfg_attr(miri, ignore = "too slow under Miri")]
 fn scratch_reused_without_growth() {
     let (m, n, k) = (70, 300, 600);
     let a = values(m * k, 1);
