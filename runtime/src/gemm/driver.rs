@@ -199,8 +199,9 @@ pub(crate) unsafe fn gemm_cols(arch: &Arch, p: &Problem, cols: Range<usize>, blk
                     while sub < in_panel {
                         let nn = nr.min(in_panel - sub);
                         let table = arch.kernels[nn.div_ceil(lanes) - 1];
-                        let col = jp * PANEL + sub; // within the block
-                                                    // SAFETY: sub < 32, inside the panel.
+                        // Column of the tile within the block.
+                        let col = jp * PANEL + sub;
+                        // SAFETY: sub < 32, inside the panel.
                         let b_sub = unsafe { panel.add(sub) };
                         for ip in 0..mcur.div_ceil(PANEL) {
                             let rows = PANEL.min(mcur - ip * PANEL);
@@ -212,9 +213,10 @@ pub(crate) unsafe fn gemm_cols(arch: &Arch, p: &Problem, cols: Range<usize>, blk
                                 let e = fuse.then(|| p.epi.at(row, jc + col));
                                 let e_ptr = e.as_ref().map_or(std::ptr::null(), |e| e as *const RawEpi);
                                 // SAFETY: the A sub-panel (rows r..r+mm of
-                                // panel ip) and B sub-panel (columns
-                                // sub..sub+nn of panel jp) cover kc panel
-                                // rows; the C tile (row, col) .. (row+mm,
+                                // panel ip) and the B sub-panel (columns
+                                // sub..sub+nn of panel jp, packed or in
+                                // place at row stride bks) cover kc rows of
+                                // their operands; the C tile (row, col) .. (row+mm,
                                 // col+nn) is inside this block of C; the
                                 // epilogue is at the tile origin; the CPU
                                 // supports `arch` (caller).

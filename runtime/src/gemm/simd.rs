@@ -216,63 +216,78 @@ mod x86 {
 
         #[inline(always)]
         unsafe fn zero() -> __m256 {
+            // SAFETY: AVX2/FMA is available (trait contract); register-only operation.
             unsafe { _mm256_setzero_ps() }
         }
         #[inline(always)]
         unsafe fn splat(x: f32) -> __m256 {
+            // SAFETY: AVX2/FMA is available (trait contract); register-only operation.
             unsafe { _mm256_set1_ps(x) }
         }
         #[inline(always)]
         unsafe fn load(p: *const f32) -> __m256 {
+            // SAFETY: AVX2/FMA is available and `p` covers the lanes accessed (trait contract).
             unsafe { _mm256_loadu_ps(p) }
         }
         #[inline(always)]
         unsafe fn store(p: *mut f32, v: __m256) {
+            // SAFETY: AVX2/FMA is available and `p` covers the lanes accessed (trait contract).
             unsafe { _mm256_storeu_ps(p, v) }
         }
         #[inline(always)]
         unsafe fn load_partial(p: *const f32, n: usize) -> __m256 {
             // Masked-off lanes are not accessed (no fault past the end).
+            // SAFETY: AVX2/FMA is available and `p` covers the lanes accessed (trait contract).
             unsafe { _mm256_maskload_ps(p, mask8(n)) }
         }
         #[inline(always)]
         unsafe fn store_partial(p: *mut f32, n: usize, v: __m256) {
+            // SAFETY: AVX2/FMA is available and `p` covers the lanes accessed (trait contract).
             unsafe { _mm256_maskstore_ps(p, mask8(n), v) }
         }
         #[inline(always)]
         unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+            // SAFETY: AVX2/FMA is available (trait contract); register-only operation.
             unsafe { _mm256_fmadd_ps(a, b, c) }
         }
         #[inline(always)]
         unsafe fn add(a: __m256, b: __m256) -> __m256 {
+            // SAFETY: AVX2/FMA is available (trait contract); register-only operation.
             unsafe { _mm256_add_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+            // SAFETY: AVX2/FMA is available (trait contract); register-only operation.
             unsafe { _mm256_sub_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+            // SAFETY: AVX2/FMA is available (trait contract); register-only operation.
             unsafe { _mm256_mul_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn div(a: __m256, b: __m256) -> __m256 {
+            // SAFETY: AVX2/FMA is available (trait contract); register-only operation.
             unsafe { _mm256_div_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn max(a: __m256, b: __m256) -> __m256 {
+            // SAFETY: AVX2/FMA is available (trait contract); register-only operation.
             unsafe { _mm256_max_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn min(a: __m256, b: __m256) -> __m256 {
+            // SAFETY: AVX2/FMA is available (trait contract); register-only operation.
             unsafe { _mm256_min_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn round(a: __m256) -> __m256 {
+            // SAFETY: AVX2/FMA is available (trait contract); register-only operation.
             unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
         }
         #[inline(always)]
         unsafe fn pow2i(n: __m256) -> __m256 {
+            // SAFETY: AVX2/FMA is available (trait contract); register-only operation.
             unsafe {
                 let i = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
                 _mm256_castsi256_ps(_mm256_slli_epi32::<23>(i))
@@ -280,6 +295,7 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn leaky(a: __m256, alpha: __m256) -> __m256 {
+            // SAFETY: AVX2/FMA is available (trait contract); register-only operation.
             unsafe {
                 let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(a, _mm256_setzero_ps());
                 _mm256_blendv_ps(a, _mm256_mul_ps(a, alpha), neg)
@@ -287,6 +303,7 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn reduce_add(a: __m256) -> f32 {
+            // SAFETY: AVX2/FMA is available (trait contract); register-only operation.
             unsafe {
                 let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
                 let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -314,63 +331,78 @@ mod x86 {
 
         #[inline(always)]
         unsafe fn zero() -> __m512 {
+            // SAFETY: AVX-512F is available (trait contract); register-only operation.
             unsafe { _mm512_setzero_ps() }
         }
         #[inline(always)]
         unsafe fn splat(x: f32) -> __m512 {
+            // SAFETY: AVX-512F is available (trait contract); register-only operation.
             unsafe { _mm512_set1_ps(x) }
         }
         #[inline(always)]
         unsafe fn load(p: *const f32) -> __m512 {
+            // SAFETY: AVX-512F is available and `p` covers the lanes accessed (trait contract).
             unsafe { _mm512_loadu_ps(p) }
         }
         #[inline(always)]
         unsafe fn store(p: *mut f32, v: __m512) {
+            // SAFETY: AVX-512F is available and `p` covers the lanes accessed (trait contract).
             unsafe { _mm512_storeu_ps(p, v) }
         }
         #[inline(always)]
         unsafe fn load_partial(p: *const f32, n: usize) -> __m512 {
             // Masked-off lanes are not accessed (fault suppression).
+            // SAFETY: AVX-512F is available and `p` covers the lanes accessed (trait contract).
             unsafe { _mm512_maskz_loadu_ps(mask16(n), p) }
         }
         #[inline(always)]
         unsafe fn store_partial(p: *mut f32, n: usize, v: __m512) {
+            // SAFETY: AVX-512F is available and `p` covers the lanes accessed (trait contract).
             unsafe { _mm512_mask_storeu_ps(p, mask16(n), v) }
         }
         #[inline(always)]
         unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+            // SAFETY: AVX-512F is available (trait contract); register-only operation.
             unsafe { _mm512_fmadd_ps(a, b, c) }
         }
         #[inline(always)]
         unsafe fn add(a: __m512, b: __m512) -> __m512 {
+            // SAFETY: AVX-512F is available (trait contract); register-only operation.
             unsafe { _mm512_add_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn sub(a: __m512, b: __m512) -> __m512 {
+            // SAFETY: AVX-512F is available (trait contract); register-only operation.
             unsafe { _mm512_sub_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+            // SAFETY: AVX-512F is available (trait contract); register-only operation.
             unsafe { _mm512_mul_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn div(a: __m512, b: __m512) -> __m512 {
+            // SAFETY: AVX-512F is available (trait contract); register-only operation.
             unsafe { _mm512_div_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn max(a: __m512, b: __m512) -> __m512 {
+            // SAFETY: AVX-512F is available (trait contract); register-only operation.
             unsafe { _mm512_max_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn min(a: __m512, b: __m512) -> __m512 {
+            // SAFETY: AVX-512F is available (trait contract); register-only operation.
             unsafe { _mm512_min_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn round(a: __m512) -> __m512 {
+            // SAFETY: AVX-512F is available (trait contract); register-only operation.
             unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
         }
         #[inline(always)]
         unsafe fn pow2i(n: __m512) -> __m512 {
+            // SAFETY: AVX-512F is available (trait contract); register-only operation.
             unsafe {
                 let i = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
                 _mm512_castsi512_ps(_mm512_slli_epi32::<23>(i))
@@ -378,6 +410,7 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn leaky(a: __m512, alpha: __m512) -> __m512 {
+            // SAFETY: AVX-512F is available (trait contract); register-only operation.
             unsafe {
                 let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, _mm512_setzero_ps());
                 _mm512_mask_mul_ps(a, neg, a, alpha)
@@ -385,6 +418,7 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn reduce_add(a: __m512) -> f32 {
+            // SAFETY: AVX-512F is available (trait contract); register-only operation.
             unsafe { _mm512_reduce_add_ps(a) }
         }
     }

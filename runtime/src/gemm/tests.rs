@@ -106,23 +106,26 @@ struct Case {
     seed: u64,
 }
 
-/// Under Miri everything is ~10⁴× slower: keep shapes small there.
-const BIG: usize = if cfg!(miri) { 1 } else { 10 };
+/// Under Miri everything is ~10⁴× slower: keep shapes small there (still
+/// past one 14-row tile, one 32-wide panel and a few K blocks).
+const MIRI: bool = cfg!(miri);
 
 fn dim() -> impl Strategy<Value = usize> {
+    let (mid, big) = if MIRI { (16, 40) } else { (40, 100) };
     prop_oneof![
         3 => 1usize..=4,
-        3 => 5usize..=4 * BIG,
-        2 => 4 * BIG + 1..=10 * BIG,
+        3 => 5usize..=mid,
+        2 => mid + 1..=big,
     ]
 }
 
 fn kdim() -> impl Strategy<Value = usize> {
+    let (mid, big, huge) = if MIRI { (8, 20, 40) } else { (40, 300, 700) };
     prop_oneof![
         2 => Just(1usize),
-        4 => 2usize..=4 * BIG,
-        2 => 4 * BIG + 1..=30 * BIG,
-        1 => 30 * BIG + 1..=70 * BIG,
+        4 => 2usize..=mid,
+        2 => mid + 1..=big,
+        1 => big + 1..=huge,
     ]
 }
 
