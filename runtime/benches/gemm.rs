@@ -35,7 +35,7 @@ const CONV: &[(usize, usize, usize, &str)] = &[
 
 thread_local! {
     /// Per-iteration times of every benchmark, by id.
-    static TIMES: RefCell<BTreeMap<String, Vec<f64>>> = RefCell::new(BTreeMap::new());
+    static TIMES: RefCell<BTreeMap<String, Vec<f64>>> = const { RefCell::new(BTreeMap::new()) };
     /// FMA-loop peak measured before the first benchmark.
     static PEAK_BEFORE: RefCell<f64> = const { RefCell::new(f64::NAN) };
 }

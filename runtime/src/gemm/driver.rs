@@ -134,7 +134,7 @@ fn balanced(len: usize, max: usize) -> usize {
 /// and the CPU must support `arch`.
 pub(crate) unsafe fn gemm_cols(arch: &Arch, p: &Problem, cols: Range<usize>, blk: Blocking, scratch: &mut GemmScratch) {
     let (m, k) = (p.m, p.k);
-    debug_assert!(k >= 1 && cols.start % PANEL == 0 && cols.end <= p.n);
+    debug_assert!(k >= 1 && cols.start.is_multiple_of(PANEL) && cols.end <= p.n);
     let direct = p.cs_c == 1;
     let kc_step = balanced(k, blk.kc);
     let mc = blk.mc.min(m.div_ceil(PANEL) * PANEL);

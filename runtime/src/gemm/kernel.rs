@@ -33,6 +33,7 @@ pub(crate) type MicroKernel =
 /// `rs_c` and `n ≤ NV·LANES`; `epi` is null or valid for the tile; the CPU
 /// supports `S`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn micro<S: Simd, const MR: usize, const NV: usize>(
     kc: usize,
     a: *const f32,
@@ -320,6 +321,7 @@ macro_rules! arch {
     }};
     (@k $S:ty, [$($feat:literal)?], $m:literal, $nv:literal) => {{
         $(#[target_feature(enable = $feat)])?
+        #[allow(clippy::too_many_arguments)]
         unsafe fn k(
             kc: usize, a: *const f32, b: *const f32, bs: usize, c: *mut f32, rs: usize, n: usize,
             acc: bool, e: *const RawEpi,

@@ -16,6 +16,7 @@
 //!     `Y[batch, out] = X[batch, in] · Wᵀ` →
 //!     `sgemm(x, &PackedB::pack(w.t()), y, ..)`, bias [`Bias::PerCol`];
 //!   - `MatMul` of two activations: both plain.
+//!
 //!   `PackedA::pack(w)` and `PackedB::pack(w.t())` produce the same bytes, so a
 //!   weight's packing does not depend on which side it ends up on.
 //! * [`sgemm`] (thread-local scratch) and [`sgemm_with_scratch`] (caller's

@@ -60,7 +60,7 @@ pub(crate) trait Simd: Copy + 'static {
             p = Self::fmadd(p, r, Self::splat(8.333_452e-3));
             p = Self::fmadd(p, r, Self::splat(4.166_579_6e-2));
             p = Self::fmadd(p, r, Self::splat(1.666_666_5e-1));
-            p = Self::fmadd(p, r, Self::splat(5.000_000_1e-1));
+            p = Self::fmadd(p, r, Self::splat(0.5));
             let r2 = Self::mul(r, r);
             let e = Self::add(Self::fmadd(p, r2, r), Self::splat(1.0));
             Self::mul(e, Self::pow2i(n))
