@@ -28,7 +28,8 @@
 //!   registers on each tile's last K block (row-major `C` and residual), or
 //!   by a vectorised pass over each finished block otherwise.
 //! * `M = 1` or `N = 1` (batch-1 fully connected, matrix–vector) takes a GEMV
-//!   path that streams the weight once (packed, or plain in either layout).
+//!   path that streams the weight once (packed, or plain in either layout);
+//!   [`sgemv`] is the row-vector shorthand.
 //!
 //! # Design
 //!
@@ -265,6 +266,20 @@ pub fn sgemm<'a>(a: impl Into<Lhs<'a>>, b: impl Into<Rhs<'a>>, c: MatMut<'_>, ep
         static SCRATCH: RefCell<GemmScratch> = const { RefCell::new(GemmScratch::new()) };
     }
     SCRATCH.with(|s| sgemm_with_scratch(a, b, c, epi, &mut s.borrow_mut()))
+}
+
+/// `y = epilogue(x · B)` for a row vector: the batch-1 fully-connected layer
+/// (`x` has `K` values, `y` has `N`). The same as [`sgemm`] with `M = 1`,
+/// which takes the GEMV path by itself: one sequential pass over `B`
+/// (packed, or plain in either layout), eight independent FMA chains.
+///
+/// # Panics
+/// If the lengths disagree with `B` or the epilogue.
+pub fn sgemv<'a>(x: &[f32], b: impl Into<Rhs<'a>>, y: &mut [f32], epi: &Epilogue<'_>) {
+    let b = b.into();
+    let (k, n) = b.dims();
+    assert!(x.len() == k && y.len() == n, "x has {} values and y {}, but B is {k}x{n}", x.len(), y.len());
+    sgemm(MatRef::row_major(x, 1, k), b, MatMut::row_major(y, 1, n), epi)
 }
 
 /// [`sgemm`] with an explicit scratch buffer.

@@ -571,3 +571,23 @@ fn smoke() {
     sgemm(MatRef::row_major(&a, 2, 3), MatRef::row_major(&b, 3, 4), MatMut::row_major(&mut c, 2, 4), &Epilogue::NONE);
     assert_eq!(c, vec![20., 23., 26., 29., 56., 68., 80., 92.]);
 }
+
+#[test]
+fn sgemv_matches_sgemm() {
+    let (k, n) = (300, 77);
+    let w = values(n * k, 11); // [out, in]
+    let x = values(k, 12);
+    let bias = values(n, 13);
+    let epi = Epilogue::default().with_bias(Bias::PerCol(&bias)).with_activation(Activation::Relu);
+    let packed = PackedB::pack(MatRef::row_major(&w, n, k).t());
+    let mut y1 = vec![0.0; n];
+    let mut y2 = vec![0.0; n];
+    sgemv(&x, &packed, &mut y1, &epi);
+    sgemv(&x, MatRef::row_major(&w, n, k).t(), &mut y2, &epi);
+    for j in 0..n {
+        let want = (0..k).map(|i| x[i] as f64 * w[j * k + i] as f64).sum::<f64>() + bias[j] as f64;
+        let want = want.max(0.0);
+        assert!((y1[j] as f64 - want).abs() < 1e-4, "packed y[{j}] = {}, want {want}", y1[j]);
+        assert!((y2[j] as f64 - want).abs() < 1e-4, "plain y[{j}] = {}, want {want}", y2[j]);
+    }
+}
