@@ -95,8 +95,9 @@
 //! GFLOP/s (Zen 4 splits 512-bit FMAs over its two 256-bit pipes: 32
 //! FLOP/cycle). The conv-shaped products run at 80–104 GFLOP/s (criterion
 //! medians; 70–90% of that loop, run-to-run spread ±15% on the shared
-//! machine), 1.1–2× `matrixmultiply` except on 256×3136×64 where the two
-//! trade places between runs. The batch-1 FC GEMV streams its packed weight
+//! machine): 1.1–2× `matrixmultiply` on the 3×3 shapes and 2048×49×512; on
+//! the two `K = 64` 1×1 shapes the two are within noise of each other
+//! (0.8–1.1× across runs). The batch-1 FC GEMV streams its packed weight
 //! at 80–90 GB/s, ~90% of a plain read of as many bytes, 25–35×
 //! `matrixmultiply`.
 //!
