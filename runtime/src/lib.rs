@@ -1,11 +1,16 @@
 //! `d2nn-runtime`: everything a compiled d2nnc model needs at run time.
 //!
-//! It never depends on the compiler. Today it holds the dynamically typed
+//! It never depends on the compiler. It holds the dynamically typed
 //! [`Tensor`] shared by the compiler's interpreter and generated code,
-//! `.npy` / `.npz` I/O, and the thread pool for intra-op parallelism. Kernels, the scratch arena and routing helpers join it
-//! as the back ends land.
+//! `.npy` / `.npz` I/O, the scratch [`arena`], the thread [`pool`] for
+//! intra-op parallelism, the f32 [`gemm`] core (packed weights, fused
+//! bias/activation/residual epilogue, AVX-512 / AVX2 / portable micro-kernels)
+//! that conv, `Gemm`/`MatMul` and fully-connected layers call, and the
+//! cheap-op [`kernels`] (elementwise, pooling, softmax, reductions, batch norm).
+//! Routing helpers for dynamic execution join it with that issue.
 
 pub mod arena;
+pub mod gemm;
 pub mod kernels;
 pub mod npy;
 pub mod pool;
