@@ -10,4 +10,4 @@ if ! cargo +nightly miri --version >/dev/null 2>&1; then
 fi
 # Isolation off: the pool's tests read the CPU topology from /sys.
 export MIRIFLAGS="${MIRIFLAGS:--Zmiri-disable-isolation}"
-cargo +nightly miri test -p d2nn-runtime --lib -- pool:: arena::
+cargo +nightly miri test -p d2nn-runtime --lib -- pool:: arena:: gemm::
