@@ -303,8 +303,8 @@ fn unmet_conditions_fall_back_to_reference() {
     check_against_interpreter(&graph, program);
 }
 
-/// The MobileNetV2 fixture: every Clip (ReLU6), residual Add and the
-/// ReduceMean global pool run fast kernels, and outputs match the
+/// The MobileNetV2 fixture: every convolution, the classifier, every Clip
+/// (ReLU6), residual Add and the ReduceMean global pool run fast kernels, and outputs match the
 /// interpreter at batch 1 and 3 (the stored input, then three perturbed copies).
 #[test]
 fn mobilenet_fixture_runs_fast_kernels() {
@@ -321,7 +321,8 @@ fn mobilenet_fixture_runs_fast_kernels() {
             entry.0 += 1;
         }
     }
-    for op in ["Clip", "Add", "ReduceMean"] {
+    // Every conv (plain, depthwise, pointwise) and the classifier run on the GEMM core.
+    for op in ["Clip", "Add", "ReduceMean", "Conv", "Gemm"] {
         let (fast, reference) = by_op[op];
         assert!(fast > 0 && reference == 0, "{op}: {fast} fast, {reference} reference");
     }

@@ -32,6 +32,8 @@ pub enum ExecError {
 pub struct Executor {
     program: Arc<Program>,
     arena: Arena,
+    /// Scratch for convolutions' im2col matrices, grown to the largest one.
+    im2col: Vec<f32>,
 }
 
 /// The state of one call: the caller's inputs and the batch size.
@@ -43,7 +45,7 @@ pub(super) struct Call<'a> {
 
 impl Executor {
     pub fn new(program: Arc<Program>) -> Self {
-        Executor { program, arena: Arena::new() }
+        Executor { program, arena: Arena::new(), im2col: Vec::new() }
     }
 
     pub fn program(&self) -> &Program {
@@ -234,6 +236,14 @@ impl Executor {
             Kernel::BatchNorm { bn, plane } => {
                 self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| norm::batch_norm(bn, *plane, x[0], y).map_err(err))
             }
+            Kernel::Conv(c) => {
+                // The im2col scratch lives in the executor so steady-state calls don't allocate.
+                let mut col = std::mem::take(&mut self.im2col);
+                let result = self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| super::gemm_steps::conv(c, x[0], y, &mut col));
+                self.im2col = col;
+                result
+            }
+            Kernel::Dense(d) => self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| super::gemm_steps::dense(d, x[0], y)),
             Kernel::Reference | Kernel::Copy => Err("not one of the runtime's fast kernels".into()),
         }
     }

@@ -13,6 +13,7 @@
 //! parameters, batch-independent geometry).
 
 pub mod exec;
+mod gemm_steps;
 mod kernels;
 pub mod lower;
 pub mod memory;
@@ -92,6 +93,66 @@ pub enum Kernel {
     Reduce { kind: ReduceKind, len: usize, inner: usize },
     /// f32 BatchNormalization with constant statistics over `[N, C, plane]`.
     BatchNorm { bn: BatchNorm, plane: usize },
+    /// f32 1-D/2-D convolution as GEMM over packed weights.
+    Conv(ConvKernel),
+    /// f32 fully connected layer: `[rows, k] · packed [k, n] + bias`.
+    Dense(DenseKernel),
+}
+
+/// Weights packed once at lowering for the GEMM kernels.
+#[derive(Clone)]
+pub enum PackedWeights {
+    /// One left operand per convolution group.
+    A(Arc<Vec<d2nn_runtime::gemm::PackedA>>),
+    /// The right operand of a fully connected layer.
+    B(Arc<d2nn_runtime::gemm::PackedB>),
+}
+
+impl std::fmt::Debug for PackedWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PackedWeights::A(groups) => write!(f, "PackedA x{} ({} bytes)", groups.len(), groups.iter().map(|g| g.bytes()).sum::<usize>()),
+            PackedWeights::B(b) => write!(f, "PackedB {}x{} ({} bytes)", b.rows(), b.cols(), b.bytes()),
+        }
+    }
+}
+
+/// A convolution lowered to GEMM: per sample and group,
+/// `Y[g] = W[g] · im2col(X[g])` (the input itself for 1×1, stride-1, unpadded
+/// convs), with the bias added in the GEMM epilogue. 1-D convs have `h = oh = kh = 1`.
+#[derive(Clone, Debug)]
+pub struct ConvKernel {
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: (usize, usize),
+    pub dilation: (usize, usize),
+    /// Padding before the first row and column.
+    pub pad: (usize, usize),
+    pub group: usize,
+    pub weights: PackedWeights,
+    pub bias: Option<Arc<Vec<f32>>>,
+}
+
+impl ConvKernel {
+    /// Whether the input is already the GEMM's right operand (no im2col).
+    pub fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == (1, 1) && self.pad == (0, 0)
+    }
+}
+
+/// A fully connected layer: rows of the input times a packed `[k, n]` weight.
+#[derive(Clone, Debug)]
+pub struct DenseKernel {
+    pub k: usize,
+    pub n: usize,
+    pub weights: PackedWeights,
+    pub bias: Option<Arc<Vec<f32>>>,
 }
 
 /// A broadcasting binary op as a strided loop over the output.

@@ -12,8 +12,9 @@
 //! softmax or reduction), or, for binary ops, iteration dims that the
 //! executor resolves per call while the strides stay batch-independent.
 //! Per-family rules are in [`elementwise`], [`pool`], [`softmax`],
-//! [`reduce`] and [`norm`].
+//! [`reduce`], [`norm`] and [`dense`] (convolutions and fully connected layers).
 
+mod dense;
 mod elementwise;
 mod norm;
 mod pool;
@@ -43,6 +44,9 @@ pub(super) fn choose(graph: &Graph, node: NodeId) -> Kernel {
         Op::Softmax { axis, log, coerce_2d } => softmax::softmax(graph, node, *axis, *log, *coerce_2d),
         Op::Reduce { op, noop_with_empty_axes, .. } => reduce::reduce(graph, node, *op, *noop_with_empty_axes),
         Op::BatchNorm { epsilon } => norm::batch_norm(graph, node, *epsilon),
+        Op::Conv(attrs) => dense::conv(graph, node, attrs),
+        Op::Gemm { alpha, beta, trans_a, trans_b } => dense::dense(graph, node, *trans_b, *alpha, *beta, *trans_a),
+        Op::MatMul => dense::dense(graph, node, false, 1.0, 1.0, false),
         _ => None,
     };
     fast.unwrap_or(Kernel::Reference)
