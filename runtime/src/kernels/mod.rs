@@ -49,7 +49,7 @@ fn blocks(what: &'static str, len: usize, unit: usize) -> Result<usize, KernelEr
     match unit {
         0 if len == 0 => Ok(0),
         0 => Err(KernelError::Ragged { what, unit, actual: len }),
-        _ if len % unit == 0 => Ok(len / unit),
+        _ if len.is_multiple_of(unit) => Ok(len / unit),
         _ => Err(KernelError::Ragged { what, unit, actual: len }),
     }
 }
