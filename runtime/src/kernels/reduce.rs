@@ -138,7 +138,7 @@ mod tests {
             let x: Vec<f32> = (0..n)
                 .map(|i| {
                     let h = (i as u32 ^ seed).wrapping_mul(2654435761);
-                    if nan && h % 13 == 0 { f32::NAN } else { (h % 1000) as f32 / 37.0 - 13.0 }
+                    if nan && h.is_multiple_of(13) { f32::NAN } else { (h % 1000) as f32 / 37.0 - 13.0 }
                 })
                 .collect();
             let mut out = vec![0.0; outer * inner];

@@ -93,7 +93,7 @@ proptest! {
         let x: Vec<f32> = (0..n)
             .map(|i| {
                 let v = (i as u32 ^ seed).wrapping_mul(2654435761);
-                if v % 11 == 0 { f32::NAN } else { (v % 200) as f32 / 8.0 - 12.0 }
+                if v.is_multiple_of(11) { f32::NAN } else { (v % 200) as f32 / 8.0 - 12.0 }
             })
             .collect();
         let mut out = vec![0.0; planes * p.h.output * p.w.output];
