@@ -127,7 +127,7 @@ fn reshape_target(input: &[usize], target: &[i64], allowzero: bool) -> Result<Ve
     let total: usize = input.iter().product();
     if let Some(i) = infer_at {
         let rest: usize = out.iter().product();
-        if rest == 0 || total % rest != 0 {
+        if rest == 0 || !total.is_multiple_of(rest) {
             return Err(format!("cannot reshape {input:?} into {target:?}"));
         }
         out[i] = total / rest;

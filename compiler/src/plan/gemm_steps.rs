@@ -11,7 +11,7 @@ pub(super) fn conv(c: &ConvKernel, x: &[f32], y: &mut [f32], col: &mut Vec<f32>)
         return Err("convolution weights must be packed as the left operand".into());
     };
     let (sample_in, sample_out) = (c.c_in * c.h * c.w, c.c_out * c.oh * c.ow);
-    if sample_in == 0 || x.len() % sample_in != 0 || y.len() != x.len() / sample_in * sample_out || groups.len() != c.group {
+    if sample_in == 0 || !x.len().is_multiple_of(sample_in) || y.len() != x.len() / sample_in * sample_out || groups.len() != c.group {
         return Err(format!("operand sizes {} and {} do not fit the convolution", x.len(), y.len()));
     }
     let (cg, mg, pix) = (c.c_in / c.group, c.c_out / c.group, c.oh * c.ow);
@@ -75,7 +75,7 @@ pub(super) fn dense(d: &DenseKernel, x: &[f32], y: &mut [f32]) -> Result<(), Str
     let PackedWeights::B(w) = &d.weights else {
         return Err("fully connected weights must be packed as the right operand".into());
     };
-    if d.k == 0 || x.len() % d.k != 0 || y.len() != x.len() / d.k * d.n || w.rows() != d.k || w.cols() != d.n {
+    if d.k == 0 || !x.len().is_multiple_of(d.k) || y.len() != x.len() / d.k * d.n || w.rows() != d.k || w.cols() != d.n {
         return Err(format!("operand sizes {} and {} do not fit a [{}, {}] weight", x.len(), y.len(), d.k, d.n));
     }
     let rows = x.len() / d.k;

@@ -49,7 +49,7 @@ pub(super) fn conv(graph: &Graph, node: NodeId, attrs: &ConvAttrs) -> Option<Ker
     };
     let [ph, pw] = dims2(&begin, 0);
     let group = attrs.group;
-    if group == 0 || c_in % group != 0 || c_out % group != 0 || known_volume(&shape(graph, graph.nodes[node].input(1)?)[..])? != w.len() {
+    if group == 0 || c_in % group != 0 || c_out % group != 0 || known_volume(shape(graph, graph.nodes[node].input(1)?))? != w.len() {
         return None;
     }
     let (cg, mg) = (c_in / group, c_out / group);
