@@ -95,6 +95,8 @@ pub enum Kernel {
     BatchNorm { bn: BatchNorm, plane: usize },
     /// f32 1-D/2-D convolution as GEMM over packed weights.
     Conv(ConvKernel),
+    /// f32 depthwise convolution (`group = C_in`): weights `[C_out, kh, kw]`.
+    Depthwise { geometry: d2nn_runtime::kernels::depthwise::Depthwise, weights: Arc<Vec<f32>>, bias: Option<Arc<Vec<f32>>> },
     /// f32 fully connected layer: `[rows, k] · packed [k, n] + bias`.
     Dense(DenseKernel),
 }

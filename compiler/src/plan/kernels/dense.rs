@@ -1,11 +1,13 @@
-//! Selection of the GEMM-based kernels: convolutions (im2col, or the input
-//! itself for 1×1 stride-1 unpadded convs) and fully connected layers
+//! Selection of the convolution kernels — direct depthwise, or GEMM over
+//! im2col (or the input itself for 1×1 stride-1 unpadded convs) — and of fully
+//! connected layers
 //! (`Gemm` and `MatMul` with a constant weight), with weights packed once here.
 
 use super::{f32_input, f32_output, known_volume, shape};
 use crate::ir::{ConvAttrs, Graph, NodeId, Padding};
 use crate::plan::{ConvKernel, DenseKernel, Kernel, PackedWeights};
 use d2nn_runtime::gemm::{MatRef, PackedA, PackedB};
+use d2nn_runtime::kernels::depthwise::Depthwise;
 use std::sync::Arc;
 
 /// A 1-D or 2-D f32 convolution with constant weights (and bias), known
@@ -55,6 +57,23 @@ pub(super) fn conv(graph: &Graph, node: NodeId, attrs: &ConvAttrs) -> Option<Ker
     let (cg, mg) = (c_in / group, c_out / group);
     let k = cg * kh * kw;
     let flat: Vec<f32> = w.iter().copied().collect();
+    // One input plane per group: a direct kernel beats per-group im2col + GEMM.
+    if group == c_in && group > 1 && flat.len() == c_out * kh * kw {
+        let geometry = Depthwise {
+            channels: c_in,
+            multiplier: mg,
+            h,
+            w: wd,
+            oh,
+            ow,
+            kh,
+            kw,
+            stride: (sh, sw),
+            dilation: (dh, dw),
+            pad: (ph, pw),
+        };
+        return Some(Kernel::Depthwise { geometry, weights: Arc::new(flat), bias: bias.map(Arc::new) });
+    }
     if flat.len() != c_out * k || bias.as_ref().is_some_and(|b| b.len() != c_out) {
         return None;
     }
