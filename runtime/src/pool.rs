@@ -132,6 +132,47 @@ impl ThreadPool {
     }
 }
 
+impl ThreadPool {
+    /// Splits `data` into `chunk`-element pieces (the last may be shorter)
+    /// and runs `task(index, piece)` for each, spread over the pool. This is
+    /// how kernels write disjoint parts of one output in parallel.
+    pub fn parallel_chunks_mut<T: Send>(&self, data: &mut [T], chunk: usize, task: &(dyn Fn(usize, &mut [T]) + Sync)) {
+        let chunk = chunk.max(1);
+        let count = data.len().div_ceil(chunk);
+        if self.workers.is_empty() || count <= 1 {
+            for (i, piece) in data.chunks_mut(chunk).enumerate() {
+                task(i, piece);
+            }
+            return;
+        }
+        let len = data.len();
+        let base = SendPtr(data.as_mut_ptr());
+        self.parallel_for(count, &|i| {
+            let start = i * chunk;
+            let end = (start + chunk).min(len);
+            // SAFETY: `parallel_for` runs each index exactly once, so the
+            // ranges `start..end` are disjoint, inside `data`, and `data` is
+            // exclusively borrowed until `parallel_for` returns.
+            let piece = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), end - start) };
+            task(i, piece);
+        });
+    }
+}
+
+/// A pointer handed to the tasks of one job; see [`ThreadPool::parallel_chunks_mut`].
+struct SendPtr<T>(*mut T);
+
+impl<T> SendPtr<T> {
+    /// Reading the pointer through a method makes closures capture the
+    /// whole wrapper (which is `Sync`) rather than the raw field.
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
+// SAFETY: the pointee is `Send`; tasks only touch disjoint ranges of it.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
 fn run_tasks(shared: &Shared, task: &(dyn Fn(usize) + Sync), count: usize) {
     loop {
         let i = shared.next_task.fetch_add(1, Ordering::Relaxed);
@@ -281,6 +322,22 @@ mod tests {
             });
         }
         assert_eq!(out, (0..64).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn chunks_are_disjoint_and_cover_the_slice() {
+        for threads in [1, 2, 3] {
+            let pool = ThreadPool::new(threads);
+            for (len, chunk) in [(0, 4), (1, 4), (10, 3), (64, 8), (7, 100)] {
+                let mut out = vec![0usize; len];
+                pool.parallel_chunks_mut(&mut out, chunk, &|i, piece| {
+                    for (k, v) in piece.iter_mut().enumerate() {
+                        *v += i * chunk + k + 1;
+                    }
+                });
+                assert_eq!(out, (1..=len).collect::<Vec<_>>(), "threads {threads}, len {len}, chunk {chunk}");
+            }
+        }
     }
 
     #[test]
