@@ -8,6 +8,7 @@ use super::{Buffer, BufferId, Kernel, Program, Step, Storage};
 use crate::interp::{self, InterpError, Profile};
 use std::time::Instant;
 use d2nn_runtime::arena::{Arena, ArenaError};
+use d2nn_runtime::pool::ThreadPool;
 use d2nn_runtime::kernels::elementwise::{self, BroadcastLayout};
 use d2nn_runtime::kernels::{norm, pool, reduce, softmax, KernelError};
 use d2nn_runtime::{DType, Tensor};
@@ -34,6 +35,8 @@ pub struct Executor {
     arena: Arena,
     /// Scratch for convolutions' im2col matrices, grown to the largest one.
     im2col: Vec<f32>,
+    /// Intra-op parallelism; a pool of one thread runs every task inline.
+    pool: ThreadPool,
 }
 
 /// The state of one call: the caller's inputs and the batch size.
@@ -44,8 +47,20 @@ pub(super) struct Call<'a> {
 }
 
 impl Executor {
+    /// An executor running every kernel on the calling thread.
     pub fn new(program: Arc<Program>) -> Self {
-        Executor { program, arena: Arena::new(), im2col: Vec::new() }
+        Self::with_threads(program, 1)
+    }
+
+    /// An executor whose kernels spread their work over `threads` threads
+    /// (the caller and `threads - 1` persistent workers; 0 counts as 1).
+    pub fn with_threads(program: Arc<Program>, threads: usize) -> Self {
+        Executor { program, arena: Arena::new(), im2col: Vec::new(), pool: ThreadPool::new(threads) }
+    }
+
+    /// Threads the kernels run on, the caller included.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
     }
 
     pub fn program(&self) -> &Program {
