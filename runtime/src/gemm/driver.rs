@@ -27,7 +27,7 @@ pub(crate) struct Blocking {
 /// strided `C` block, and the GEMV's copy of `x`.
 ///
 /// It only grows: after the first call with the largest shape, calls do not
-/// allocate. One per thread (a later thread pool gives each worker its own).
+/// allocate. One per thread: parallel calls use each thread's own.
 #[derive(Default)]
 pub struct GemmScratch {
     buf: Vec<f32>,
@@ -110,6 +110,11 @@ pub(crate) struct Problem<'a> {
     pub epi: RawEpi,
     pub epi_t: RawEpi,
 }
+
+// SAFETY: a problem is shared by the tasks of one parallel product. They
+// only read the operands and epilogue, and write C through the column ranges
+// `gemm_cols`/`gemv` are given, which the caller keeps disjoint.
+unsafe impl Sync for Problem<'_> {}
 
 /// Row stride of the contiguous C block: an odd number of cache lines, so
 /// that the rows of a tile do not all map to the same L1 sets (a 512-column
@@ -325,13 +330,14 @@ unsafe fn epi_contiguous(arch: &Arch, t: &mut [f32], e: &RawEpi, vector_ok: bool
     }
 }
 
-/// `Ci[0, 0..n] = x · Bi` for a one-row `Ai` (`x`): streams `Bi` once.
+/// `Ci[0, cols] = x · Bi[.., cols]` for a one-row `Ai` (`x`): streams those
+/// columns of `Bi` once (`cols.start` a multiple of 32).
 ///
 /// # Safety
 /// As for [`gemm_cols`], with `p.m == 1`.
-pub(crate) unsafe fn gemv(arch: &Arch, p: &Problem, scratch: &mut GemmScratch) {
-    let (n, k) = (p.n, p.k);
-    debug_assert!(p.m == 1 && k >= 1);
+pub(crate) unsafe fn gemv(arch: &Arch, p: &Problem, cols: Range<usize>, scratch: &mut GemmScratch) {
+    let k = p.k;
+    debug_assert!(p.m == 1 && k >= 1 && cols.start.is_multiple_of(PANEL) && cols.end <= p.n);
     let [xbuf] = scratch.regions([k]);
     // x, contiguous.
     let x: &[f32] = match p.ai {
@@ -351,8 +357,8 @@ pub(crate) unsafe fn gemv(arch: &Arch, p: &Problem, scratch: &mut GemmScratch) {
     };
     let vec_epi = p.epi.vector_ok();
     let mut y = [0.0f32; PANEL];
-    for j0 in (0..n).step_by(PANEL) {
-        let w = PANEL.min(n - j0);
+    for j0 in cols.clone().step_by(PANEL) {
+        let w = PANEL.min(cols.end - j0);
         match p.bi {
             // SAFETY: panel j0/32 holds k rows of 32 floats; x has k floats.
             Src::Packed(pn) => unsafe {

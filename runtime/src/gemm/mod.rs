@@ -101,10 +101,14 @@
 //! at 80–90 GB/s, ~90% of a plain read of as many bytes, 25–35×
 //! `matrixmultiply`.
 //!
-//! ## Threading (later)
-//! The driver's unit of work is a range of 32-aligned columns of `Ci` with
-//! its own scratch (`driver::gemm_cols`): ranges write disjoint columns of
-//! `C`, so a pool can split `N` (or `M` when transposed) without locks.
+//! ## Threading
+//! [`sgemm_par`] splits the columns of the internal problem into 32-aligned
+//! ranges (twice as many as threads, handed out dynamically) and runs each
+//! on a pool thread with that thread's scratch (`driver::gemm_cols`, or
+//! `driver::gemv` for one-row problems): ranges write disjoint columns of
+//! `C`, so no locks are needed. Because the split is over the *internal*
+//! columns, a conv with few pixels (transposed: vectors along `C_out`) is
+//! split over its output channels and a large one over its pixels.
 //!
 //! ## Safety
 //! `unsafe` is confined to the kernels (raw-pointer SIMD) and the calls into
@@ -127,6 +131,8 @@ mod tests;
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
+
+use crate::pool::ThreadPool;
 
 pub use driver::GemmScratch;
 pub use epilogue::{Activation, Bias, Epilogue};
@@ -273,10 +279,67 @@ impl Isa {
 /// # Panics
 /// If the dimensions or the epilogue's bias/residual shapes disagree.
 pub fn sgemm<'a>(a: impl Into<Lhs<'a>>, b: impl Into<Rhs<'a>>, c: MatMut<'_>, epi: &Epilogue<'_>) {
-    thread_local! {
-        static SCRATCH: RefCell<GemmScratch> = const { RefCell::new(GemmScratch::new()) };
-    }
     SCRATCH.with(|s| sgemm_with_scratch(a, b, c, epi, &mut s.borrow_mut()))
+}
+
+/// [`sgemm`] spread over `pool`'s threads: each takes 32-aligned ranges of
+/// the columns of the internal problem (see the module docs) with its own
+/// thread-local scratch. Products too small to repay waking the workers
+/// (≲ 0.2 MFLOP) run on the caller alone; a pool of one thread is plain
+/// [`sgemm`].
+///
+/// # Panics
+/// As [`sgemm`].
+pub fn sgemm_par<'a>(pool: &ThreadPool, a: impl Into<Lhs<'a>>, b: impl Into<Rhs<'a>>, c: MatMut<'_>, epi: &Epilogue<'_>) {
+    sgemm_par_on(Isa::detect(), pool, a, b, c, epi)
+}
+
+/// [`sgemm_par`] on a given instruction set.
+///
+/// # Panics
+/// As [`sgemm_on`].
+pub fn sgemm_par_on<'a>(isa: Isa, pool: &ThreadPool, a: impl Into<Lhs<'a>>, b: impl Into<Rhs<'a>>, c: MatMut<'_>, epi: &Epilogue<'_>) {
+    gemm_impl(isa, a.into(), b.into(), c, epi, Threads::Pool { pool, min_macs: MIN_PARALLEL_MACS }, BLOCKING, Orientation::Auto)
+}
+
+thread_local! {
+    /// Each thread's scratch for [`sgemm`] and the tasks of [`sgemm_par`].
+    static SCRATCH: RefCell<GemmScratch> = const { RefCell::new(GemmScratch::new()) };
+}
+
+/// Who computes a product: the caller with its scratch, or a pool.
+pub(crate) enum Threads<'s> {
+    Caller(&'s mut GemmScratch),
+    /// Split over `pool` when the product has at least `min_macs` multiply-adds.
+    Pool { pool: &'s ThreadPool, min_macs: usize },
+}
+
+/// The split of the internal problem's columns into near-equal 32-aligned ranges.
+struct ColumnSplit {
+    n: usize,
+    per: usize,
+}
+
+impl ColumnSplit {
+    fn count(&self) -> usize {
+        self.n.div_ceil(self.per)
+    }
+    fn range(&self, i: usize) -> std::ops::Range<usize> {
+        i * self.per..((i + 1) * self.per).min(self.n)
+    }
+}
+
+/// Products below this many multiply-adds run on one thread: waking a
+/// worker and sharing the result costs a few microseconds.
+const MIN_PARALLEL_MACS: usize = 100_000;
+
+/// Splits the columns for `threads` threads: twice as many ranges as
+/// threads, so that a thread slowed by a neighbour on its core does not hold
+/// the others up at the end, but never below one 32-column panel each.
+fn column_split(p: &Problem, threads: usize, min_macs: usize) -> ColumnSplit {
+    let panels = p.n.div_ceil(kernel::PANEL);
+    let parts = if threads > 1 && p.m.saturating_mul(p.n).saturating_mul(p.k) >= min_macs { panels.min(2 * threads) } else { 1 };
+    ColumnSplit { n: p.n, per: panels.div_ceil(parts.max(1)).max(1) * kernel::PANEL }
 }
 
 /// `y = epilogue(x · B)` for a row vector: the batch-1 fully-connected layer
@@ -316,7 +379,7 @@ pub fn sgemm_on<'a>(
     epi: &Epilogue<'_>,
     scratch: &mut GemmScratch,
 ) {
-    gemm_impl(isa, a.into(), b.into(), c, epi, scratch, BLOCKING, Orientation::Auto)
+    gemm_impl(isa, a.into(), b.into(), c, epi, Threads::Caller(scratch), BLOCKING, Orientation::Auto)
 }
 
 /// Which internal problem the driver solves (forced in tests).
@@ -337,7 +400,7 @@ pub(crate) fn gemm_impl(
     b: Rhs<'_>,
     mut c: MatMut<'_>,
     epi: &Epilogue<'_>,
-    scratch: &mut GemmScratch,
+    threads: Threads<'_>,
     blocking: Blocking,
     orientation: Orientation,
 ) {
@@ -396,15 +459,30 @@ pub(crate) fn gemm_impl(
             epi_t: epi.raw(true),
         }
     };
-    // SAFETY: `p` was built from views checked against their slices and an
-    // epilogue checked against M × N; C is exclusively borrowed for the call;
-    // `isa.is_available()` was asserted.
-    unsafe {
-        if p.m == 1 {
-            driver::gemv(arch, &p, scratch);
-        } else {
-            driver::gemm_cols(arch, &p, 0..p.n, blocking, scratch);
+    let run = |cols: std::ops::Range<usize>, scratch: &mut GemmScratch| {
+        // SAFETY: `p` was built from views checked against their slices and an
+        // epilogue checked against M × N; C is exclusively borrowed for the
+        // call; `isa.is_available()` was asserted. Column ranges given to
+        // concurrent calls are disjoint and 32-aligned (below), so they write
+        // disjoint parts of C.
+        unsafe {
+            if p.m == 1 {
+                driver::gemv(arch, &p, cols, scratch);
+            } else {
+                driver::gemm_cols(arch, &p, cols, blocking, scratch);
+            }
         }
+    };
+    match threads {
+        Threads::Pool { pool, min_macs } => {
+            let ranges = column_split(&p, pool.threads(), min_macs);
+            if ranges.count() <= 1 {
+                SCRATCH.with(|s| run(0..p.n, &mut s.borrow_mut()));
+            } else {
+                pool.parallel_for(ranges.count(), &|i| SCRATCH.with(|s| run(ranges.range(i), &mut s.borrow_mut())));
+            }
+        }
+        Threads::Caller(scratch) => run(0..p.n, scratch),
     }
 }
 
