@@ -9,7 +9,7 @@
 
 use super::inputs::{parse_input_spec, read_inputs, InputSpec};
 use super::inspect::group;
-use super::Backend;
+use super::{default_threads, Backend};
 use clap::builder::RangedU64ValueParser;
 use d2nn_runtime::Tensor;
 use d2nnc::flops::{dense_flops, node_flops};
@@ -102,7 +102,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "S", value_parser = parse_seconds)]
     pub max_seconds: Option<f64>,
     /// Execution engine.
-    #[arg(long, value_enum, default_value_t = Backend::Interp)]
+    #[arg(long, value_enum, default_value_t = Backend::Plan)]
     pub backend: Backend,
     /// Also print the results as one JSON object on the last line of stdout.
     #[arg(long)]
@@ -142,11 +142,11 @@ struct PlanRunner {
 
 impl Runner for PlanRunner {
     fn threads_used(&self) -> usize {
-        1
+        self.executor.threads()
     }
 
     fn threads_note(&self) -> Option<&'static str> {
-        Some("the plan executor runs on one thread: plan ignores --threads")
+        None
     }
 
     fn call(&mut self) -> Result<Vec<Tensor>, Error> {
@@ -199,7 +199,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
     let mut runner: Box<dyn Runner + '_> = match args.backend {
         Backend::Interp => Box::new(InterpRunner { graph, feeds: batched.feeds }),
         Backend::Plan => Box::new(PlanRunner {
-            executor: d2nnc::plan::Executor::new(std::sync::Arc::new(d2nnc::plan::lower(graph)?)),
+            executor: d2nnc::plan::Executor::with_threads(std::sync::Arc::new(d2nnc::plan::lower(graph)?), threads),
             feeds: batched.feeds,
         }),
     };
@@ -465,11 +465,6 @@ fn symbol_bindings(graph: &Graph, feeds: &HashMap<String, Tensor>) -> HashMap<Sy
     bindings
 }
 
-/// Physical cores, at most the CPUs this process may run on.
-fn default_threads() -> usize {
-    let usable = std::thread::available_parallelism().map_or(1, |n| n.get());
-    d2nn_runtime::pool::physical_cores().min(usable)
-}
 
 #[derive(Serialize)]
 struct JsonReport {

@@ -27,8 +27,11 @@ pub enum Command {
         #[arg(long, short = 'o', default_value = ".")]
         output_dir: PathBuf,
         /// Execution engine.
-        #[arg(long, value_enum, default_value_t = Backend::Interp)]
+        #[arg(long, value_enum, default_value_t = Backend::Plan)]
         backend: Backend,
+        /// Threads for the plan backend [default: physical cores].
+        #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
+        threads: Option<usize>,
     },
     /// Show a model's inputs, outputs, op counts, parameters and FLOPs.
     Inspect {
@@ -49,7 +52,8 @@ pub enum Command {
 pub enum Backend {
     /// The reference interpreter.
     Interp,
-    /// The plan executor: the lowered program over one planned scratch arena.
+    /// The plan executor: the lowered program over one planned scratch
+    /// arena, on the runtime's fast kernels (the default).
     Plan,
 }
 
@@ -63,9 +67,17 @@ impl Backend {
     }
 }
 
+/// Physical cores, at most the CPUs this process may run on.
+fn default_threads() -> usize {
+    let usable = std::thread::available_parallelism().map_or(1, |n| n.get());
+    d2nn_runtime::pool::physical_cores().min(usable)
+}
+
 pub fn dispatch(cli: Cli) -> Result<(), d2nnc::Error> {
     match cli.command {
-        Command::Run { model, inputs, output_dir, backend } => run::run(&model, &inputs, &output_dir, backend),
+        Command::Run { model, inputs, output_dir, backend, threads } => {
+            run::run(&model, &inputs, &output_dir, backend, threads.unwrap_or_else(default_threads))
+        }
         Command::Inspect { model, batch, ir } => inspect::inspect(&model, batch, ir),
         Command::Bench(args) => bench::bench(&args),
     }

@@ -7,13 +7,13 @@ use d2nnc::Error;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-pub fn run(model: &Path, inputs: &[InputSpec], output_dir: &Path, backend: Backend) -> Result<(), Error> {
+pub fn run(model: &Path, inputs: &[InputSpec], output_dir: &Path, backend: Backend, threads: usize) -> Result<(), Error> {
     let loaded = d2nnc::load_and_optimize(model)?;
     let graph = &loaded.graph;
     let feeds = read_inputs(inputs)?;
     let outputs = match backend {
         Backend::Interp => d2nnc::interp::run(graph, &feeds)?,
-        Backend::Plan => d2nnc::plan::Executor::new(std::sync::Arc::new(d2nnc::plan::lower(graph)?)).run(&feeds)?,
+        Backend::Plan => d2nnc::plan::Executor::with_threads(std::sync::Arc::new(d2nnc::plan::lower(graph)?), threads).run(&feeds)?,
     };
     std::fs::create_dir_all(output_dir).map_err(|source| Error::Io { path: output_dir.to_path_buf(), source })?;
     let mut used = HashMap::new();

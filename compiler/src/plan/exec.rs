@@ -4,7 +4,7 @@
 //! program, and everything else lives in the arena at its planned offset.
 //! The arena grows to the largest batch seen and is then reused.
 
-use super::{Buffer, BufferId, Kernel, Program, Step, Storage};
+use super::{Buffer, BufferId, Kernel, Program, Step, Storage, RESIDUAL_INPUT};
 use crate::interp::{self, InterpError, Profile};
 use std::time::Instant;
 use d2nn_runtime::arena::{Arena, ArenaError};
@@ -33,10 +33,10 @@ pub enum ExecError {
 pub struct Executor {
     program: Arc<Program>,
     arena: Arena,
-    /// Scratch for convolutions' im2col matrices, grown to the largest one.
-    im2col: Vec<f32>,
     /// Intra-op parallelism; a pool of one thread runs every task inline.
-    pool: ThreadPool,
+    pool: Arc<ThreadPool>,
+    /// Outputs below which the cheap kernels stay on one thread.
+    min_parallel_outputs: usize,
 }
 
 /// The state of one call: the caller's inputs and the batch size.
@@ -55,7 +55,16 @@ impl Executor {
     /// An executor whose kernels spread their work over `threads` threads
     /// (the caller and `threads - 1` persistent workers; 0 counts as 1).
     pub fn with_threads(program: Arc<Program>, threads: usize) -> Self {
-        Executor { program, arena: Arena::new(), im2col: Vec::new(), pool: ThreadPool::new(threads) }
+        Executor { program, arena: Arena::new(), pool: Arc::new(ThreadPool::new(threads)), min_parallel_outputs: MIN_PARALLEL_OUTPUTS }
+    }
+
+    /// Sets the output size from which the cheap kernels (elementwise,
+    /// pooling, softmax, reductions) split their work over the threads
+    /// (default 16 Ki elements). Tests lower it to exercise the split on
+    /// small tensors.
+    pub fn with_parallel_threshold(mut self, outputs: usize) -> Self {
+        self.min_parallel_outputs = outputs;
+        self
     }
 
     /// Threads the kernels run on, the caller included.
@@ -232,36 +241,65 @@ impl Executor {
         let out = *outputs.first().ok_or("the node has no output")?;
         let err = |e: KernelError| e.to_string();
         match kernel {
-            Kernel::Unary(op) => self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| elementwise::unary(*op, x[0], y).map_err(err)),
+            Kernel::Unary(op) => {
+                let (pool, min) = (Arc::clone(&self.pool), self.min_parallel_outputs);
+                self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
+                    in_parallel(&pool, min, x[0], y, (1, 1), |x, y| elementwise::unary(*op, x, y)).map_err(err)
+                })
+            }
             Kernel::Binary(b) => {
                 let dims = b.dims.iter().map(|d| d.resolve(&|_| Some(call.batch)).ok_or("a dim of the iteration space is unknown"));
                 let layout = BroadcastLayout { dims: dims.collect::<Result<_, _>>()?, a_strides: b.a_strides.clone(), b_strides: b.b_strides.clone() };
                 self.with_io::<f32>(p, &[operand(0)?, operand(1)?], out, call, |x, y| elementwise::binary(b.op, x[0], x[1], &layout, y).map_err(err))
             }
-            Kernel::Pool(pool) => self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| pool::pool2d(pool, x[0], y).map_err(err)),
+            Kernel::Pool(geometry) => {
+                let (pool, min) = (Arc::clone(&self.pool), self.min_parallel_outputs);
+                let unit = (geometry.h.input * geometry.w.input, geometry.h.output * geometry.w.output);
+                self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
+                    in_parallel(&pool, min, x[0], y, unit, |x, y| pool::pool2d(geometry, x, y)).map_err(err)
+                })
+            }
             Kernel::GlobalPool { kind, plane } => {
-                self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| pool::global_pool(*kind, *plane, x[0], y).map_err(err))
+                let (pool, min) = (Arc::clone(&self.pool), self.min_parallel_outputs);
+                self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
+                    in_parallel(&pool, min, x[0], y, (*plane, 1), |x, y| pool::global_pool(*kind, *plane, x, y)).map_err(err)
+                })
             }
             Kernel::Softmax { log, len, inner } => {
-                self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| softmax::softmax(*log, *len, *inner, x[0], y).map_err(err))
+                let (pool, min) = (Arc::clone(&self.pool), self.min_parallel_outputs);
+                self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
+                    in_parallel(&pool, min, x[0], y, (len * inner, len * inner), |x, y| softmax::softmax(*log, *len, *inner, x, y)).map_err(err)
+                })
             }
             Kernel::Reduce { kind, len, inner } => {
-                self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| reduce::reduce(*kind, *len, *inner, x[0], y).map_err(err))
+                let (pool, min) = (Arc::clone(&self.pool), self.min_parallel_outputs);
+                self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
+                    in_parallel(&pool, min, x[0], y, (len * inner, *inner), |x, y| reduce::reduce(*kind, *len, *inner, x, y)).map_err(err)
+                })
             }
             Kernel::BatchNorm { bn, plane } => {
                 self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| norm::batch_norm(bn, *plane, x[0], y).map_err(err))
             }
             Kernel::Conv(c) => {
-                // The im2col scratch lives in the executor so steady-state calls don't allocate.
-                let mut col = std::mem::take(&mut self.im2col);
-                let result = self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| super::gemm_steps::conv(c, x[0], y, &mut col));
-                self.im2col = col;
-                result
+                let pool = Arc::clone(&self.pool);
+                let ids = [operand(0)?, if c.fused.residual { operand(RESIDUAL_INPUT)? } else { operand(0)? }];
+                let ins = &ids[..1 + usize::from(c.fused.residual)];
+                self.with_io::<f32>(p, ins, out, call, |x, y| super::gemm_steps::conv(c, x[0], x.get(1).copied(), y, &pool))
             }
-            Kernel::Depthwise { geometry, weights, bias } => self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
-                d2nn_runtime::kernels::depthwise::depthwise(geometry, weights, bias.as_deref().map(Vec::as_slice), x[0], y).map_err(err)
-            }),
-            Kernel::Dense(d) => self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| super::gemm_steps::dense(d, x[0], y)),
+            Kernel::Depthwise { geometry, weights, bias, fused } => {
+                if !fused.is_none() {
+                    return Err("the depthwise kernel has no fused epilogue".into());
+                }
+                self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
+                    d2nn_runtime::kernels::depthwise::depthwise(geometry, weights, bias.as_deref().map(Vec::as_slice), x[0], y).map_err(err)
+                })
+            }
+            Kernel::Dense(d) => {
+                let pool = Arc::clone(&self.pool);
+                let ids = [operand(0)?, if d.fused.residual { operand(RESIDUAL_INPUT)? } else { operand(0)? }];
+                let ins = &ids[..1 + usize::from(d.fused.residual)];
+                self.with_io::<f32>(p, ins, out, call, |x, y| super::gemm_steps::dense(d, x[0], x.get(1).copied(), y, &pool))
+            }
             Kernel::Reference | Kernel::Copy => Err("not one of the runtime's fast kernels".into()),
         }
     }
@@ -305,6 +343,45 @@ impl Executor {
         };
         res.map_err(|e| format!("buffer `{}`: {e}", buffer.name))
     }
+}
+
+/// Output elements below which a kernel runs on the calling thread alone:
+/// these kernels move a few bytes per element, and waking a worker costs
+/// about as much as a few thousand elements.
+const MIN_PARALLEL_OUTPUTS: usize = 16 * 1024;
+
+/// Runs `kernel` on pieces of `x` and `y` spread over `pool`: the data is
+/// `count` independent units of `unit.0` input and `unit.1` output elements
+/// (pooling planes, softmax rows…), and each task gets whole units. Outputs
+/// smaller than `min_outputs` stay on the caller. When the
+/// lengths are not whole units, `kernel` runs once on everything and reports
+/// the mismatch itself.
+fn in_parallel(
+    pool: &ThreadPool,
+    min_outputs: usize,
+    x: &[f32],
+    y: &mut [f32],
+    (unit_in, unit_out): (usize, usize),
+    kernel: impl Fn(&[f32], &mut [f32]) -> Result<(), KernelError> + Sync,
+) -> Result<(), KernelError> {
+    let count = if unit_in > 0 && unit_out > 0 && x.len().is_multiple_of(unit_in) && y.len().is_multiple_of(unit_out) {
+        x.len() / unit_in
+    } else {
+        0
+    };
+    if pool.threads() == 1 || y.len() < min_outputs.max(1) || count < 2 || y.len() / unit_out != count {
+        return kernel(x, y);
+    }
+    // Twice as many tasks as threads, each at least half the threshold.
+    let per_task = count.div_ceil(2 * pool.threads()).max((min_outputs / 2).div_ceil(unit_out)).min(count);
+    let failure = std::sync::Mutex::new(None);
+    pool.parallel_chunks_mut(y, per_task * unit_out, &|i, piece| {
+        let first = i * per_task * unit_in;
+        if let Err(e) = kernel(&x[first..first + piece.len() / unit_out * unit_in], piece) {
+            *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+        }
+    });
+    failure.into_inner().unwrap_or_else(|e| e.into_inner()).map_or(Ok(()), Err)
 }
 
 /// An element type fast kernels read and write in the arena.

@@ -4,10 +4,12 @@
 //! branches, so a value's lifetime is the span from the step that writes it
 //! to the last step that reads it. Values read inside a branch stay alive
 //! through it; a branch's yields are read by the `If` when it ends; graph
-//! outputs live to the end.
+//! outputs live to the end. Chains found by [`super::fuse`] become one step
+//! at the position of their last node; their intermediate values get no
+//! buffer.
 
 use super::memory::{self, BufferRequest};
-use super::{Buffer, BufferId, Program, Step, Storage};
+use super::{Buffer, BufferId, Program, Step, Storage, RESIDUAL_INPUT};
 use crate::ir::types::TypeDisplay;
 use crate::ir::{Dim, Graph, Op, RegionId, Symbol, ValueDef, ValueId};
 use std::collections::HashMap;
@@ -32,6 +34,8 @@ struct Lowering<'g> {
     /// (first step, last step) of every arena buffer, by buffer id.
     life: HashMap<BufferId, (usize, usize)>,
     step: usize,
+    /// Reads of every value (for fusion: an absorbed value has one reader).
+    uses: HashMap<ValueId, usize>,
 }
 
 /// Lowers `graph` (already optimised) into a program.
@@ -41,7 +45,7 @@ pub fn lower(graph: &Graph) -> Result<Program, LowerError> {
         let names: Vec<&str> = symbols.iter().map(|s| graph.symbols[s.0 as usize].as_str()).collect();
         return Err(LowerError::SeveralSymbols(names.join(", ")));
     }
-    let mut l = Lowering { graph, buffers: Vec::new(), of_value: HashMap::new(), life: HashMap::new(), step: 0 };
+    let mut l = Lowering { graph, buffers: Vec::new(), of_value: HashMap::new(), life: HashMap::new(), step: 0, uses: graph.use_counts() };
     let inputs = graph
         .inputs
         .iter()
@@ -128,8 +132,26 @@ impl Lowering<'_> {
 
     fn block(&mut self, region: RegionId) -> Result<Vec<Step>, LowerError> {
         let mut steps = Vec::new();
+        let mut fusion = super::fuse::region_chains(self.graph, region, &self.uses);
         for &n in &self.graph.regions[region].nodes {
             let node = &self.graph.nodes[n];
+            if fusion.deferred.contains(&n) || fusion.absorbed.contains(&n) {
+                continue;
+            }
+            if let Some(chain) = fusion.by_last.remove(&n) {
+                let at = self.step;
+                self.step += 1;
+                let head = &self.graph.nodes[chain.head];
+                let mut inputs: Vec<Option<BufferId>> =
+                    head.inputs.iter().map(|i| i.map(|v| self.read(v, at)).transpose()).collect::<Result<_, _>>()?;
+                if let Some(r) = chain.residual {
+                    inputs.resize(RESIDUAL_INPUT, None);
+                    inputs.push(Some(self.read(r, at)?));
+                }
+                let outputs = vec![self.write(chain.output, at)?];
+                steps.push(Step::Node { node: chain.head, kernel: chain.kernel, inputs, outputs });
+                continue;
+            }
             if let Op::If = node.op {
                 let start = self.step;
                 self.step += 1;

@@ -13,6 +13,7 @@
 //! parameters, batch-independent geometry).
 
 pub mod exec;
+pub mod fuse;
 mod gemm_steps;
 mod kernels;
 pub mod lower;
@@ -93,12 +94,40 @@ pub enum Kernel {
     Reduce { kind: ReduceKind, len: usize, inner: usize },
     /// f32 BatchNormalization with constant statistics over `[N, C, plane]`.
     BatchNorm { bn: BatchNorm, plane: usize },
-    /// f32 1-D/2-D convolution as GEMM over packed weights.
+    /// f32 1-D/2-D convolution as GEMM over packed weights, with its
+    /// epilogue (bias, fused residual and activation).
     Conv(ConvKernel),
-    /// f32 depthwise convolution (`group = C_in`): weights `[C_out, kh, kw]`.
-    Depthwise { geometry: d2nn_runtime::kernels::depthwise::Depthwise, weights: Arc<Vec<f32>>, bias: Option<Arc<Vec<f32>>> },
-    /// f32 fully connected layer: `[rows, k] · packed [k, n] + bias`.
+    /// f32 depthwise convolution (`group = C_in`): weights `[C_out, kh, kw]`,
+    /// with a fused activation (`fused.residual` is always false).
+    Depthwise {
+        geometry: d2nn_runtime::kernels::depthwise::Depthwise,
+        weights: Arc<Vec<f32>>,
+        bias: Option<Arc<Vec<f32>>>,
+        fused: Fused,
+    },
+    /// f32 fully connected layer: `act([rows, k] · packed [k, n] + bias + residual)`.
     Dense(DenseKernel),
+}
+
+/// Input index of the residual operand of a step whose kernel fused an
+/// `Add` (after the head node's own `X, W, B`).
+pub const RESIDUAL_INPUT: usize = 3;
+
+/// What a convolution or fully connected step applies to its product
+/// before storing it, absorbed from the nodes that followed it (see
+/// [`fuse`]): `act(product + bias + residual)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Fused {
+    /// The step reads a residual of the output's shape at [`RESIDUAL_INPUT`].
+    pub residual: bool,
+    pub activation: d2nn_runtime::gemm::Activation,
+}
+
+impl Fused {
+    /// Whether nothing was fused.
+    pub fn is_none(&self) -> bool {
+        *self == Fused::default()
+    }
 }
 
 /// Weights packed once at lowering for the GEMM kernels.
@@ -119,33 +148,14 @@ impl std::fmt::Debug for PackedWeights {
     }
 }
 
-/// A convolution lowered to GEMM: per sample and group,
-/// `Y[g] = W[g] · im2col(X[g])` (the input itself for 1×1, stride-1, unpadded
-/// convs), with the bias added in the GEMM epilogue. 1-D convs have `h = oh = kh = 1`.
+/// A convolution lowered to GEMM (`d2nn_runtime::kernels::conv`): one
+/// packed weight matrix per group.
 #[derive(Clone, Debug)]
 pub struct ConvKernel {
-    pub c_in: usize,
-    pub h: usize,
-    pub w: usize,
-    pub c_out: usize,
-    pub oh: usize,
-    pub ow: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: (usize, usize),
-    pub dilation: (usize, usize),
-    /// Padding before the first row and column.
-    pub pad: (usize, usize),
-    pub group: usize,
+    pub geometry: d2nn_runtime::kernels::conv::Conv2d,
     pub weights: PackedWeights,
     pub bias: Option<Arc<Vec<f32>>>,
-}
-
-impl ConvKernel {
-    /// Whether the input is already the GEMM's right operand (no im2col).
-    pub fn is_pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == (1, 1) && self.pad == (0, 0)
-    }
+    pub fused: Fused,
 }
 
 /// A fully connected layer: rows of the input times a packed `[k, n]` weight.
@@ -155,6 +165,7 @@ pub struct DenseKernel {
     pub n: usize,
     pub weights: PackedWeights,
     pub bias: Option<Arc<Vec<f32>>>,
+    pub fused: Fused,
 }
 
 /// A broadcasting binary op as a strided loop over the output.

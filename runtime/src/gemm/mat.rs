@@ -15,14 +15,22 @@ pub struct MatRef<'a> {
 }
 
 /// A mutable strided view of an `f32` matrix.
+///
+/// It holds a pointer rather than a slice so that views of disjoint elements
+/// whose spans interleave (column blocks of one row-major matrix, written by
+/// different threads) never overlap as Rust references.
 #[derive(Debug)]
 pub struct MatMut<'a> {
-    data: &'a mut [f32],
+    ptr: *mut f32,
     rows: usize,
     cols: usize,
     rs: usize,
     cs: usize,
+    _data: std::marker::PhantomData<&'a mut [f32]>,
 }
+
+// SAFETY: a `MatMut` is an exclusive borrow of its elements, like `&mut [f32]`.
+unsafe impl Send for MatMut<'_> {}
 
 /// Number of elements a `rows × cols` view with strides `rs`, `cs` spans
 /// (the largest offset plus one; 0 for an empty view).
@@ -106,7 +114,17 @@ impl<'a> MatMut<'a> {
     /// If element `(rows-1, cols-1)` lies outside `data`.
     pub fn new(data: &'a mut [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
         check(data.len(), rows, cols, rs, cs);
-        MatMut { data, rows, cols, rs, cs }
+        MatMut { ptr: data.as_mut_ptr(), rows, cols, rs, cs, _data: std::marker::PhantomData }
+    }
+
+    /// A view of `rows × cols` elements at `ptr[i * rs + j * cs]`.
+    ///
+    /// # Safety
+    /// Every element of the view must be valid for reads and writes for `'a`
+    /// and accessed by nothing else while the view lives (other views may
+    /// cover other elements of the same allocation, interleaved or not).
+    pub unsafe fn from_raw_parts(ptr: *mut f32, rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+        MatMut { ptr, rows, cols, rs, cs, _data: std::marker::PhantomData }
     }
 
     /// A dense row-major view (`rs = cols`, `cs = 1`).
@@ -121,17 +139,22 @@ impl<'a> MatMut<'a> {
 
     /// The transposed view (no data moves).
     pub fn t(self) -> Self {
-        MatMut { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+        MatMut { ptr: self.ptr, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, _data: self._data }
     }
 
     /// Reborrows as a shorter-lived mutable view.
     pub fn rb_mut(&mut self) -> MatMut<'_> {
-        MatMut { data: self.data, rows: self.rows, cols: self.cols, rs: self.rs, cs: self.cs }
+        MatMut { ptr: self.ptr, rows: self.rows, cols: self.cols, rs: self.rs, cs: self.cs, _data: std::marker::PhantomData }
     }
 
-    /// A read-only view of the same elements.
-    pub fn as_ref(&self) -> MatRef<'_> {
-        MatRef { data: self.data, rows: self.rows, cols: self.cols, rs: self.rs, cs: self.cs }
+    /// Element `(i, j)`.
+    ///
+    /// # Panics
+    /// If `(i, j)` is out of range.
+    pub fn at(&self, i: usize, j: usize) -> f32 {
+        assert!(i < self.rows && j < self.cols, "index ({i}, {j}) out of {}x{}", self.rows, self.cols);
+        // SAFETY: (i, j) is inside the view, whose elements are valid (construction).
+        unsafe { *self.ptr.add(i * self.rs + j * self.cs) }
     }
 
     pub fn rows(&self) -> usize {
@@ -148,6 +171,6 @@ impl<'a> MatMut<'a> {
     }
 
     pub(crate) fn ptr_mut(&mut self) -> *mut f32 {
-        self.data.as_mut_ptr()
+        self.ptr
     }
 }

@@ -18,6 +18,7 @@
 //! ([`reduce`], global average pooling) and batch norm's folded per-channel
 //! factor: they differ only by f64 rounding before the final f32 rounding.
 
+pub mod conv;
 pub mod depthwise;
 pub mod elementwise;
 pub mod norm;

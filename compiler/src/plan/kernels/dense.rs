@@ -5,7 +5,8 @@
 
 use super::{f32_input, f32_output, known_volume, shape};
 use crate::ir::{ConvAttrs, Graph, NodeId, Padding};
-use crate::plan::{ConvKernel, DenseKernel, Kernel, PackedWeights};
+use crate::plan::{ConvKernel, DenseKernel, Fused, Kernel, PackedWeights};
+use d2nn_runtime::kernels::conv::Conv2d;
 use d2nn_runtime::gemm::{MatRef, PackedA, PackedB};
 use d2nn_runtime::kernels::depthwise::Depthwise;
 use std::sync::Arc;
@@ -72,28 +73,14 @@ pub(super) fn conv(graph: &Graph, node: NodeId, attrs: &ConvAttrs) -> Option<Ker
             dilation: (dh, dw),
             pad: (ph, pw),
         };
-        return Some(Kernel::Depthwise { geometry, weights: Arc::new(flat), bias: bias.map(Arc::new) });
+        return Some(Kernel::Depthwise { geometry, weights: Arc::new(flat), bias: bias.map(Arc::new), fused: Fused::default() });
     }
     if flat.len() != c_out * k || bias.as_ref().is_some_and(|b| b.len() != c_out) {
         return None;
     }
     let packed = (0..group).map(|g| PackedA::pack(MatRef::row_major(&flat[g * mg * k..(g + 1) * mg * k], mg, k))).collect();
-    Some(Kernel::Conv(ConvKernel {
-        c_in,
-        h,
-        w: wd,
-        c_out,
-        oh,
-        ow,
-        kh,
-        kw,
-        stride: (sh, sw),
-        dilation: (dh, dw),
-        pad: (ph, pw),
-        group,
-        weights: PackedWeights::A(Arc::new(packed)),
-        bias: bias.map(Arc::new),
-    }))
+    let geometry = Conv2d { c_in, h, w: wd, c_out, oh, ow, kh, kw, stride: (sh, sw), dilation: (dh, dw), pad: (ph, pw), group };
+    Some(Kernel::Conv(ConvKernel { geometry, weights: PackedWeights::A(Arc::new(packed)), bias: bias.map(Arc::new), fused: Fused::default() }))
 }
 
 /// `Y = X·Bᵀ + c` (`Gemm`, transB = 1, constant B) or `Y = X·B + c`
@@ -132,5 +119,5 @@ pub(super) fn dense(graph: &Graph, node: NodeId, trans_b: bool, alpha: f32, beta
     } else {
         PackedB::pack(MatRef::row_major(&flat, k, n))
     };
-    Some(Kernel::Dense(DenseKernel { k, n, weights: PackedWeights::B(Arc::new(packed)), bias: bias.map(Arc::new) }))
+    Some(Kernel::Dense(DenseKernel { k, n, weights: PackedWeights::B(Arc::new(packed)), bias: bias.map(Arc::new), fused: Fused::default() }))
 }
