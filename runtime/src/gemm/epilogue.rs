@@ -28,19 +28,20 @@ impl Activation {
     pub fn apply(self, x: f32) -> f32 {
         match self {
             Activation::Identity => x,
+            // Written so that NaN passes through, as ONNX (numpy) defines it.
             Activation::Relu => {
-                if x > 0.0 {
-                    x
-                } else {
+                if x < 0.0 {
                     0.0
+                } else {
+                    x
                 }
             }
             Activation::Clip { min, max } => {
-                let y = if x > min { x } else { min };
-                if y < max {
-                    y
-                } else {
+                let y = if x < min { min } else { x };
+                if y > max {
                     max
+                } else {
+                    y
                 }
             }
             Activation::LeakyRelu { alpha } => {
@@ -217,8 +218,10 @@ impl RawEpi {
             }
             match self.act {
                 Activation::Identity => v,
-                Activation::Relu => S::max(v, S::zero()),
-                Activation::Clip { min, max } => S::min(S::max(v, S::splat(min)), S::splat(max)),
+                // The value goes second: `max`/`min` return the second
+                // operand when either is NaN, so NaN propagates as in ONNX.
+                Activation::Relu => S::max(S::zero(), v),
+                Activation::Clip { min, max } => S::min(S::splat(max), S::max(S::splat(min), v)),
                 Activation::LeakyRelu { alpha } => S::leaky(v, S::splat(alpha)),
                 Activation::Sigmoid => S::sigmoid(v),
             }

@@ -51,7 +51,8 @@ pub(crate) trait Simd: Copy + 'static {
     unsafe fn exp(x: Self::V) -> Self::V {
         // SAFETY: pure lane arithmetic; the caller guarantees the CPU supports Self.
         unsafe {
-            let x = Self::min(Self::max(x, Self::splat(-87.3)), Self::splat(88.3));
+            // `x` second, so NaN survives the clamp (see `max`).
+            let x = Self::min(Self::splat(88.3), Self::max(Self::splat(-87.3), x));
             let n = Self::round(Self::mul(x, Self::splat(std::f32::consts::LOG2_E)));
             let r = Self::fmadd(n, Self::splat(-0.693_359_4), x);
             let r = Self::fmadd(n, Self::splat(2.121_944_4e-4), r);

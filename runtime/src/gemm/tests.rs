@@ -425,6 +425,40 @@ fn multi_block_shapes() {
     }
 }
 
+/// NaN reaching the epilogue (here through the residual) stays NaN through
+/// every activation, on every path, as ONNX's elementwise ops define it.
+#[test]
+fn nan_propagates_through_every_activation() {
+    for isa in isas() {
+        for act in [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::Clip { min: 0.0, max: 6.0 },
+            Activation::LeakyRelu { alpha: 0.1 },
+            Activation::Sigmoid,
+        ] {
+            assert!(act.apply(f32::NAN).is_nan(), "{act:?}");
+            // 3 x 40 (vector and tail lanes), both orientations.
+            let (m, n, k) = (3, 40, 5);
+            let a = vec![1.0f32; m * k];
+            let b = vec![1.0f32; k * n];
+            let mut residual = vec![0.5f32; m * n];
+            for i in (0..m * n).step_by(7) {
+                residual[i] = f32::NAN;
+            }
+            for o in [Orientation::Direct, Orientation::Transposed] {
+                let mut y = vec![0.0f32; m * n];
+                let epi = Epilogue::default().with_activation(act).with_residual(MatRef::row_major(&residual, m, n));
+                let mut s = GemmScratch::new();
+                gemm_impl(isa, MatRef::row_major(&a, m, k).into(), MatRef::row_major(&b, k, n).into(), MatMut::row_major(&mut y, m, n), &epi, Threads::Caller(&mut s), BLOCKING, o);
+                for (i, v) in y.iter().enumerate() {
+                    assert_eq!(v.is_nan(), residual[i].is_nan(), "{isa:?} {act:?} {o:?} at {i}: {v}");
+                }
+            }
+        }
+    }
+}
+
 /// Every activation through the vector epilogue on every instruction set,
 /// including inputs where Sigmoid's exp saturates.
 #[test]
