@@ -98,20 +98,29 @@ fn last_json(o: &Output) -> serde_json::Value {
 
 #[test]
 fn bench_json_is_the_last_line_with_positive_figures() {
-    let o = bench("mlp_dynamic_batch", &["--json", "--iters", "3"]);
+    let o = bench("mlp_dynamic_batch", &["--json", "--iters", "3", "--threads", "2"]);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("latency per call (ms): min") && t.contains("interp ignores --threads"), "{t}");
+    assert!(t.contains("latency per call (ms): min") && t.contains("threads: 2 requested, 2 used"), "{t}");
     let j = last_json(&o);
     for key in ["min_ms", "median_ms", "p90_ms", "gflops", "batch", "threads", "flops"] {
         assert!(j[key].as_f64().is_some_and(|v| v > 0.0), "`{key}` is not a positive number in {j}");
     }
-    assert_eq!(j["backend"], "interp");
+    assert_eq!(j["backend"], "plan", "the plan executor is the default backend");
+    assert_eq!(j["threads_used"], 2);
     assert_eq!(j["iters"], 3);
     assert_eq!(j["batch"], 3, "the stored input has 3 samples");
     assert!(j["model"].as_str().is_some_and(|m| m.ends_with("model.onnx")), "{j}");
     let (min, median, p90) = (j["min_ms"].as_f64().unwrap(), j["median_ms"].as_f64().unwrap(), j["p90_ms"].as_f64().unwrap());
     assert!(min <= median && median <= p90, "{j}");
+}
+
+#[test]
+fn bench_interp_says_it_ignores_threads() {
+    let o = bench("mlp_dynamic_batch", &["--json", "--iters", "1", "--backend", "interp", "--threads", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("interp ignores --threads"), "{}", text(&o));
+    assert_eq!(last_json(&o)["threads_used"], 1);
 }
 
 #[test]

@@ -125,6 +125,8 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 /// A backend prepared to run one model repeatedly on fixed inputs.
 trait Runner {
     /// Threads one call really uses.
+    /// The graph the profile's node ids refer to.
+    fn graph(&self) -> &Graph;
     fn threads_used(&self) -> usize;
     /// How the backend treats `--threads`, when that needs saying.
     fn threads_note(&self) -> Option<&'static str>;
@@ -141,6 +143,10 @@ struct PlanRunner {
 }
 
 impl Runner for PlanRunner {
+    fn graph(&self) -> &Graph {
+        &self.executor.program().graph
+    }
+
     fn threads_used(&self) -> usize {
         self.executor.threads()
     }
@@ -158,12 +164,16 @@ impl Runner for PlanRunner {
     }
 }
 
-struct InterpRunner<'g> {
-    graph: &'g Graph,
+struct InterpRunner {
+    graph: Graph,
     feeds: HashMap<String, Tensor>,
 }
 
-impl Runner for InterpRunner<'_> {
+impl Runner for InterpRunner {
+    fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
     fn threads_used(&self) -> usize {
         1
     }
@@ -173,11 +183,11 @@ impl Runner for InterpRunner<'_> {
     }
 
     fn call(&mut self) -> Result<Vec<Tensor>, Error> {
-        Ok(interp::run(self.graph, &self.feeds)?)
+        Ok(interp::run(&self.graph, &self.feeds)?)
     }
 
     fn call_profiled(&mut self, profile: &mut Profile) -> Result<Vec<Tensor>, Error> {
-        Ok(interp::run_with_profile(self.graph, &self.feeds, profile)?)
+        Ok(interp::run_with_profile(&self.graph, &self.feeds, profile)?)
     }
 }
 
@@ -185,23 +195,27 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
     let load_start = Instant::now();
     let loaded = d2nnc::load_and_optimize(&args.model)?;
     let load_time = load_start.elapsed();
-    let graph = &loaded.graph;
+    let graph = loaded.graph;
     let given = read_inputs(&args.inputs)?;
-    let batched = apply_batch(graph, given, args.batch)?;
-    let bindings = symbol_bindings(graph, &batched.feeds);
+    let batched = apply_batch(&graph, given, args.batch)?;
+    let bindings = symbol_bindings(&graph, &batched.feeds);
     let bind = |s: Symbol| bindings.get(&s).copied().or(Some(batched.batch));
-    let flops = dense_flops(graph, &bind);
+    let flops = dense_flops(&graph, &bind);
     let threads = args.threads.unwrap_or_else(default_threads);
     let budget = args.max_seconds.map(Duration::from_secs_f64);
     let inputs: BTreeMap<String, Vec<usize>> =
         batched.feeds.iter().map(|(name, t)| (name.clone(), t.shape().to_vec())).collect();
 
-    let mut runner: Box<dyn Runner + '_> = match args.backend {
+    let mut runner: Box<dyn Runner> = match args.backend {
         Backend::Interp => Box::new(InterpRunner { graph, feeds: batched.feeds }),
-        Backend::Plan => Box::new(PlanRunner {
-            executor: d2nnc::plan::Executor::with_threads(std::sync::Arc::new(d2nnc::plan::lower(graph)?), threads),
-            feeds: batched.feeds,
-        }),
+        Backend::Plan => {
+            let program = d2nnc::plan::lower(&graph)?;
+            // The program holds what it needs (packed weights, a graph
+            // without them); dropping the loaded graph frees the weights'
+            // original copy, as a deployment would.
+            drop(graph);
+            Box::new(PlanRunner { executor: d2nnc::plan::Executor::with_threads(std::sync::Arc::new(program), threads), feeds: batched.feeds })
+        }
     };
     let mut warmup = Vec::new();
     match args.warmup {
@@ -232,7 +246,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
         flops,
         gflops,
         inputs,
-        profile: profiled.as_ref().map(|(p, wall)| profile_report(graph, p, *wall, &bind, args.top)),
+        profile: profiled.as_ref().map(|(p, wall)| profile_report(runner.graph(), p, *wall, &bind, args.top)),
     };
 
     println!("model: {} (loaded and optimised in {:.2} s, not timed)", args.model.display(), load_time.as_secs_f64());

@@ -11,7 +11,8 @@
 use super::memory::{self, BufferRequest};
 use super::{Buffer, BufferId, Program, Step, Storage, RESIDUAL_INPUT};
 use crate::ir::types::TypeDisplay;
-use crate::ir::{Dim, Graph, Op, RegionId, Symbol, ValueDef, ValueId};
+use super::Kernel;
+use crate::ir::{Dim, Graph, NodeId, Op, RegionId, Symbol, ValueDef, ValueId};
 use std::collections::HashMap;
 
 /// Why a graph cannot be lowered; names the value or node at fault.
@@ -75,7 +76,24 @@ pub fn lower(graph: &Graph) -> Result<Program, LowerError> {
         });
     }
     let arena = memory::plan(&requests)?;
-    Ok(Program { graph: graph.clone(), buffers: l.buffers, inputs, outputs, body, arena })
+    let graph = without_baked_constants(graph, &l.of_value);
+    Ok(Program { graph, buffers: l.buffers, inputs, outputs, body, arena })
+}
+
+/// A copy of `graph` in which constants that no step reads (weights packed
+/// into kernels) hold an empty tensor: the program's graph serves names,
+/// types and attributes, and keeping the weights there would hold a second
+/// copy of the model for as long as the program lives. Their values keep
+/// their types.
+fn without_baked_constants(graph: &Graph, read: &HashMap<ValueId, BufferId>) -> Graph {
+    let mut g = graph.clone();
+    let unread: Vec<ValueId> =
+        g.values.iter().filter(|(v, value)| matches!(value.def, ValueDef::Const(_)) && !read.contains_key(v)).map(|(v, _)| v).collect();
+    for v in unread {
+        let dtype = g.values[v].ty.dtype;
+        g.values[v].def = ValueDef::Const(std::sync::Arc::new(d2nn_runtime::Tensor::zeros(dtype, &[0])));
+    }
+    g
 }
 
 fn used_symbols(graph: &Graph) -> Vec<Symbol> {
@@ -130,6 +148,15 @@ impl Lowering<'_> {
         Ok(id)
     }
 
+    /// The buffers a step reads at step `at`: the node's operands, except
+    /// the constants a GEMM-based kernel has packed into itself (left
+    /// `None`, so they get no buffer and the program does not keep them).
+    fn operands(&mut self, node: NodeId, kernel: &Kernel, at: usize) -> Result<Vec<Option<BufferId>>, LowerError> {
+        let baked = matches!(kernel, Kernel::Conv(_) | Kernel::Dense(_) | Kernel::Depthwise { .. });
+        let inputs = &self.graph.nodes[node].inputs;
+        inputs.iter().enumerate().map(|(i, v)| v.filter(|_| i == 0 || !baked).map(|v| self.read(v, at)).transpose()).collect()
+    }
+
     fn block(&mut self, region: RegionId) -> Result<Vec<Step>, LowerError> {
         let mut steps = Vec::new();
         let mut fusion = super::fuse::region_chains(self.graph, region, &self.uses);
@@ -141,9 +168,7 @@ impl Lowering<'_> {
             if let Some(chain) = fusion.by_last.remove(&n) {
                 let at = self.step;
                 self.step += 1;
-                let head = &self.graph.nodes[chain.head];
-                let mut inputs: Vec<Option<BufferId>> =
-                    head.inputs.iter().map(|i| i.map(|v| self.read(v, at)).transpose()).collect::<Result<_, _>>()?;
+                let mut inputs = self.operands(chain.head, &chain.kernel, at)?;
                 if let Some(r) = chain.residual {
                     inputs.resize(RESIDUAL_INPUT, None);
                     inputs.push(Some(self.read(r, at)?));
@@ -168,9 +193,9 @@ impl Lowering<'_> {
             } else {
                 let at = self.step;
                 self.step += 1;
-                let inputs = node.inputs.iter().map(|i| i.map(|v| self.read(v, at)).transpose()).collect::<Result<_, _>>()?;
-                let outputs = node.outputs.iter().map(|&v| self.write(v, at)).collect::<Result<_, _>>()?;
                 let kernel = super::kernels::choose(self.graph, n);
+                let inputs = self.operands(n, &kernel, at)?;
+                let outputs = node.outputs.iter().map(|&v| self.write(v, at)).collect::<Result<_, _>>()?;
                 steps.push(Step::Node { node: n, kernel, inputs, outputs });
             }
         }

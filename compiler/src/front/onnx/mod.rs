@@ -41,27 +41,37 @@ pub struct Model {
 pub fn load(path: &Path) -> Result<Model, LoadError> {
     let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
     let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
-    load_bytes(&bytes, dir, &path.display().to_string())
+    let origin = path.display().to_string();
+    let proto = parse(&bytes, &origin)?;
+    // The weights now live in the decoded message: free the file's copy
+    // before they are converted (a third copy at the peak otherwise).
+    drop(bytes);
+    from_proto(&proto, dir)
 }
 
 /// Decodes a model held in memory. `base_dir` locates external data (none
 /// allowed when `None`); `origin` names the model in errors.
 pub fn load_bytes(bytes: &[u8], base_dir: Option<&Path>, origin: &str) -> Result<Model, LoadError> {
-    let proto = ModelProto::parse_from_bytes(bytes)
-        .map_err(|e| LoadError::Decode { path: origin.to_string(), message: e.to_string() })?;
-    if bytes.is_empty() || proto.graph.is_none() {
-        return Err(if bytes.is_empty() {
-            LoadError::Decode { path: origin.to_string(), message: "the file is empty".into() }
-        } else {
-            LoadError::NoGraph
-        });
+    from_proto(&parse(bytes, origin)?, base_dir)
+}
+
+fn parse(bytes: &[u8], origin: &str) -> Result<ModelProto, LoadError> {
+    if bytes.is_empty() {
+        return Err(LoadError::Decode { path: origin.to_string(), message: "the file is empty".into() });
+    }
+    ModelProto::parse_from_bytes(bytes).map_err(|e| LoadError::Decode { path: origin.to_string(), message: e.to_string() })
+}
+
+fn from_proto(proto: &ModelProto, base_dir: Option<&Path>) -> Result<Model, LoadError> {
+    if proto.graph.is_none() {
+        return Err(LoadError::NoGraph);
     }
     // IR versions after 10 only added element types and fields d2nnc rejects
     // where they are used, so they are read too.
     if !(3..=MAX_IR_VERSION).contains(&proto.ir_version) {
         return Err(LoadError::Model(format!("IR version {} is outside the supported range 3–{MAX_IR_VERSION}", proto.ir_version)));
     }
-    let opset = default_opset(&proto)?;
+    let opset = default_opset(proto)?;
     let gproto = proto.graph.as_ref().expect("checked above");
     let mut builder = Builder {
         graph: Graph::new(&gproto.name),

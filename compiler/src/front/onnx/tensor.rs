@@ -48,10 +48,10 @@ pub fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Ten
         return Err(err("segmented tensors are not supported".into()));
     }
     let external = t.data_location.enum_value() == Ok(DataLocation::EXTERNAL);
-    let raw: Option<Vec<u8>> = if external {
-        Some(read_external(t, base_dir, count * dtype.size_of()).map_err(err)?)
+    let raw: Option<std::borrow::Cow<[u8]>> = if external {
+        Some(read_external(t, base_dir, count * dtype.size_of()).map_err(err)?.into())
     } else if !t.raw_data.is_empty() || count == 0 && typed_len(t, dtype) == 0 {
-        Some(t.raw_data.clone())
+        Some(t.raw_data.as_slice().into())
     } else {
         None
     };
