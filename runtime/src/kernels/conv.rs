@@ -40,9 +40,11 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    /// Whether the input is already the GEMM's right operand (no im2col).
+    /// Whether the input is already the GEMM's right operand (no im2col):
+    /// 1×1, stride 1 and no padding at either end (end padding shows as an
+    /// output larger than the input).
     pub fn is_pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == (1, 1) && self.pad == (0, 0)
+        self.kh == 1 && self.kw == 1 && self.stride == (1, 1) && self.pad == (0, 0) && (self.oh, self.ow) == (self.h, self.w)
     }
 
     /// Rows of each group's weight matrix (output channels per group).
@@ -338,6 +340,10 @@ mod tests {
         check(&conv(20, 40, 40, 33, 3, 1), 1, true, true, Activation::Relu, 1).unwrap();
         check(&conv(8, 60, 50, 17, 1, 0), 2, true, false, Activation::Identity, 2).unwrap();
         check(&conv(3, 5, 5, 4, 3, 1), 64, false, true, Activation::Relu, 3).unwrap();
+        // 1×1 with padding only at the end is not pointwise: the output is larger.
+        let end_padded = Conv2d { c_in: 3, h: 2, w: 2, c_out: 2, oh: 3, ow: 3, kh: 1, kw: 1, stride: (1, 1), dilation: (1, 1), pad: (0, 0), group: 1 };
+        assert!(!end_padded.is_pointwise());
+        check(&end_padded, 2, true, false, Activation::Identity, 4).unwrap();
         assert!(pixel_block(576, 3136, false) < 3136);
     }
 
