@@ -88,14 +88,13 @@ proptest! {
     }
 }
 
-/// A 1×1, stride-1 conv with no begin pad but an end pad has a wider output
-/// than input, yet the plan treats it as pointwise (`ConvKernel::is_pointwise`
-/// looks at the begin pads only) and hands the input to the GEMM as
-/// `[C_in, oh·ow]`: the GEMM's view check panics. 1-D: x `[N, 1, 1]`,
+/// Regression: a 1×1, stride-1 conv with no begin pad but an end pad has a
+/// wider output than input; the plan once treated it as pointwise (looking at
+/// the begin pads only) and handed the input to the GEMM as `[C_in, oh·ow]`,
+/// whose view check panicked. 1-D: x `[N, 1, 1]`,
 /// w `[1, 1, 1]`, pads `[0, 1]` → y `[N, 1, 2]`; 2-D: x `[N, 3, 2, 2]`,
 /// w `[2, 3, 1, 1]`, pads `[0, 0, 1, 1]` → y `[N, 2, 3, 3]`.
 #[test]
-#[ignore = "plan bug: 1x1 stride-1 conv with end-only pads takes the pointwise path and panics"]
 fn pointwise_conv_with_end_pads() {
     let one_d = ConvCase {
         batches: [1, 2],
@@ -114,7 +113,6 @@ fn pointwise_conv_with_end_pads() {
     };
     let two_d = ConvCase { c_in: 3, c_out: 2, input: vec![2, 2], kernel: vec![1, 1], strides: vec![1, 1], dilations: vec![1, 1], pads: Pads::Explicit(vec![0, 0, 1, 1]), ..one_d.clone() };
     for case in [one_d, two_d] {
-        assert!(case.hits_pointwise_end_pad_bug());
         conv::check_conv(&case).unwrap_or_else(|e| panic!("{case:?}: {e}"));
     }
 }

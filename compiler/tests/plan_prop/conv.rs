@@ -15,10 +15,6 @@ use proptest::test_runner::TestCaseError;
 /// few milliseconds of the naive interpreter at opt-level 1.
 const BUDGET: usize = 600_000;
 
-/// Keeps the random cases off a known plan bug (see
-/// [`ConvCase::hits_pointwise_end_pad_bug`]); set to false once it is fixed.
-const AVOID_POINTWISE_END_PAD_BUG: bool = true;
-
 #[derive(Clone, Debug, PartialEq)]
 pub enum Pads {
     /// Begin pads, then end pads.
@@ -95,24 +91,9 @@ impl ConvCase {
         self.c_out * (0..self.input.len()).map(|i| self.output(i)).product::<usize>() * self.taps()
     }
 
-    /// Whether the case is a 1×1 stride-1 conv without begin pads but with
-    /// an end pad: the plan takes it for a pointwise conv (no im2col) and
-    /// panics (`plan_prop::pointwise_conv_with_end_pads`).
-    pub fn hits_pointwise_end_pad_bug(&self) -> bool {
-        let spatial = self.input.len();
-        let pointwise = self.kernel.iter().all(|&k| k == 1) && self.strides.iter().all(|&s| s == 1);
-        matches!(&self.pads, Pads::Explicit(p) if pointwise && p[..spatial].iter().all(|&b| b == 0) && p[spatial..].iter().any(|&e| e > 0))
-    }
-
     /// Grows inputs too small for the window, then halves the spatial size
     /// (before the batch) until the case fits [`BUDGET`].
     fn fit(mut self) -> ConvCase {
-        if AVOID_POINTWISE_END_PAD_BUG && self.hits_pointwise_end_pad_bug() {
-            // Still asymmetric, but off the broken path.
-            if let Pads::Explicit(p) = &mut self.pads {
-                p[0] = 1;
-            }
-        }
         for i in 0..self.input.len() {
             self.input[i] = self.input[i].max(self.min_input(i));
         }
