@@ -5,6 +5,10 @@
 //! steady-state inference allocates nothing. Views are checked: an offset that
 //! is misaligned for the element type, or a range past the end, is an error.
 
+use smallvec::SmallVec;
+
+/// The read views of [`Arena::split`], inline for up to four operands.
+pub type ReadViews<'a> = SmallVec<[&'a [u8]; 4]>;
 use bytemuck::{Pod, Zeroable};
 
 /// One cache line; the arena is a vector of these so that its start, and with
@@ -83,12 +87,13 @@ impl Arena {
             .map_err(|_| ArenaError::Misaligned { offset, type_name: std::any::type_name::<T>() })
     }
 
-    /// Several read-only byte ranges and one writable range at once, which
+    /// Several read-only byte ranges and one writable range at once (no
+    /// allocation for up to four reads), which
     /// must not overlap the read ranges (a kernel reads its operands while it
     /// writes its result). Ranges are `(offset, bytes)`.
-    pub fn split(&mut self, reads: &[(usize, usize)], write: (usize, usize)) -> Result<(Vec<&[u8]>, &mut [u8]), ArenaError> {
+    pub fn split(&mut self, reads: &[(usize, usize)], write: (usize, usize)) -> Result<(ReadViews<'_>, &mut [u8]), ArenaError> {
         let w = self.check(write.0, write.1)?;
-        let mut spans = Vec::with_capacity(reads.len());
+        let mut spans: SmallVec<[(usize, usize); 4]> = SmallVec::with_capacity(reads.len());
         for &(offset, bytes) in reads {
             let r = self.check(offset, bytes)?;
             if r.0 < w.1 && w.0 < r.1 && bytes > 0 && write.1 > 0 {

@@ -9,9 +9,10 @@ use crate::interp::{self, InterpError, Profile};
 use std::time::Instant;
 use d2nn_runtime::arena::{Arena, ArenaError};
 use d2nn_runtime::pool::ThreadPool;
-use d2nn_runtime::kernels::elementwise::{self, BroadcastLayout};
+use d2nn_runtime::kernels::elementwise;
 use d2nn_runtime::kernels::{norm, pool, reduce, softmax, KernelError};
 use d2nn_runtime::{DType, Tensor};
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -200,10 +201,11 @@ impl Executor {
         let Storage::Arena(out_slot) = out_buf.storage else {
             return Err(format!("`{}` is not an arena buffer", out_buf.name));
         };
-        let span = |b: &Buffer| b.shape_at(call.batch).iter().product::<usize>() * super::element_bytes(b.dtype);
+        let span = |b: &Buffer| b.elements_at(call.batch) * super::element_bytes(b.dtype);
         let out_off = self.offset(p, out_slot, call, out_buf).map_err(|e| e.to_string())?;
-        let mut outside: Vec<Option<Cow<[T]>>> = Vec::with_capacity(inputs.len());
-        let mut reads = Vec::new();
+        // Inline storage: the step loop allocates nothing for up to four operands.
+        let mut outside: SmallVec<[Option<Cow<[T]>>; 4]> = SmallVec::with_capacity(inputs.len());
+        let mut reads: SmallVec<[(usize, usize); 4]> = SmallVec::new();
         for &b in inputs {
             let buffer = &p.buffers[b];
             let tensor: Option<&Tensor> = match &buffer.storage {
@@ -221,7 +223,7 @@ impl Executor {
         }
         let (arena_reads, out) = self.arena.split(&reads, (out_off, span(out_buf))).map_err(|e| format!("buffer `{}`: {e}", out_buf.name))?;
         let mut arena_reads = arena_reads.into_iter();
-        let mut slices: Vec<&[T]> = Vec::with_capacity(inputs.len());
+        let mut slices: SmallVec<[&[T]; 4]> = SmallVec::with_capacity(inputs.len());
         for o in &outside {
             match o {
                 Some(c) => slices.push(c),
@@ -249,8 +251,10 @@ impl Executor {
             }
             Kernel::Binary(b) => {
                 let dims = b.dims.iter().map(|d| d.resolve(&|_| Some(call.batch)).ok_or("a dim of the iteration space is unknown"));
-                let layout = BroadcastLayout { dims: dims.collect::<Result<_, _>>()?, a_strides: b.a_strides.clone(), b_strides: b.b_strides.clone() };
-                self.with_io::<f32>(p, &[operand(0)?, operand(1)?], out, call, |x, y| elementwise::binary(b.op, x[0], x[1], &layout, y).map_err(err))
+                let dims: SmallVec<[usize; 8]> = dims.collect::<Result<_, _>>()?;
+                self.with_io::<f32>(p, &[operand(0)?, operand(1)?], out, call, |x, y| {
+                    elementwise::binary_strided(b.op, x[0], x[1], &dims, &b.a_strides, &b.b_strides, y).map_err(err)
+                })
             }
             Kernel::Pool(geometry) => {
                 let (pool, min) = (Arc::clone(&self.pool), self.min_parallel_outputs);

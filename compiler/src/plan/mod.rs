@@ -60,6 +60,11 @@ impl Buffer {
     pub fn shape_at(&self, batch: usize) -> Vec<usize> {
         self.shape.iter().map(|d| d.resolve(&|_| Some(batch)).unwrap_or(0)).collect()
     }
+
+    /// The element count at batch size `batch` (no allocation: the step loop uses it).
+    pub fn elements_at(&self, batch: usize) -> usize {
+        self.shape.iter().map(|d| d.resolve(&|_| Some(batch)).unwrap_or(0)).product()
+    }
 }
 
 /// How a node's step computes its outputs.

@@ -17,6 +17,13 @@
 //! row. Callers should coalesce axes ([`BroadcastLayout::new`] does) so rows
 //! are long.
 
+use super::scratch::Reused;
+use std::cell::RefCell;
+
+thread_local! {
+    /// The digits of `strided`'s odometer over the outer axes.
+    static ODOMETER: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
 use super::{expect_len, max_nan, min_nan, KernelError};
 
 /// A single-input elementwise op.
@@ -206,7 +213,12 @@ impl BroadcastLayout {
 /// `out[index] = op(a[index·a_strides], b[index·b_strides])` over every
 /// index of `dims` in row-major order; `out` holds `Π dims` elements.
 pub fn binary(op: Binary, a: &[f32], b: &[f32], layout: &BroadcastLayout, out: &mut [f32]) -> Result<(), KernelError> {
-    let BroadcastLayout { dims, a_strides, b_strides } = layout;
+    binary_strided(op, a, b, &layout.dims, &layout.a_strides, &layout.b_strides, out)
+}
+
+/// [`binary`] over a layout given as slices (a caller resolving the dims per
+/// call keeps them on its stack).
+pub fn binary_strided(op: Binary, a: &[f32], b: &[f32], dims: &[usize], a_strides: &[usize], b_strides: &[usize], out: &mut [f32]) -> Result<(), KernelError> {
     if a_strides.len() != dims.len() || b_strides.len() != dims.len() {
         return Err(KernelError::Geometry(format!(
             "{} dims but {} and {} strides",
@@ -269,7 +281,7 @@ struct Rows<'a> {
 
 #[inline(always)]
 fn strided(outer: &Outer, rows: &Rows, out: &mut [f32], f: impl Fn(f32, f32) -> f32 + Copy) {
-    let mut index = vec![0usize; outer.dims.len()];
+    let mut index = Reused::new(&ODOMETER, outer.dims.len(), 0);
     let (mut ao, mut bo) = (0usize, 0usize);
     for out_row in out.chunks_exact_mut(rows.row) {
         row(&rows.a[ao..], rows.sa, &rows.b[bo..], rows.sb, out_row, f);

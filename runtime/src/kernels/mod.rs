@@ -24,6 +24,7 @@ pub mod elementwise;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
+mod scratch;
 pub mod softmax;
 
 /// Why a kernel cannot run on the slices it was given.

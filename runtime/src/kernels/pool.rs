@@ -16,6 +16,8 @@
 //! The number of planes (batch × channels) is derived from the slice
 //! lengths, so one geometry serves every batch size.
 
+use super::scratch::Reused;
+use std::cell::RefCell;
 use super::{blocks, expect_len, reduce, KernelError};
 
 /// What a pooling window computes.
@@ -61,16 +63,25 @@ struct Span {
     taps: usize,
 }
 
-fn spans(a: &PoolAxis) -> Result<Vec<Span>, KernelError> {
+impl Span {
+    const EMPTY: Span = Span { start: 0, inputs: 0, taps: 0 };
+}
+
+thread_local! {
+    static H_SPANS: RefCell<Vec<Span>> = const { RefCell::new(Vec::new()) };
+    static W_SPANS: RefCell<Vec<Span>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The span of every output position of axis `a` (`out` has `a.output` slots).
+fn spans(a: &PoolAxis, out: &mut [Span]) -> Result<(), KernelError> {
     if a.kernel == 0 || a.stride == 0 || a.dilation == 0 {
         return Err(KernelError::Geometry(format!("kernel, stride and dilation must be positive: {a:?}")));
     }
     let geometry = |what: &str| KernelError::Geometry(format!("{what} overflows: {a:?}"));
     let input = i64::try_from(a.input).map_err(|_| geometry("input"))?;
     let limit = input.checked_add(i64::try_from(a.pad_end).map_err(|_| geometry("pad_end"))?).ok_or_else(|| geometry("input + pad_end"))?;
-    (0..a.output)
-        .map(|o| {
-            let mut span = Span { start: 0, inputs: 0, taps: 0 };
+    for (o, slot) in out.iter_mut().enumerate() {
+            let mut span = Span::EMPTY;
             for k in 0..a.kernel {
                 let p = o
                     .checked_mul(a.stride)
@@ -89,9 +100,9 @@ fn spans(a: &PoolAxis) -> Result<Vec<Span>, KernelError> {
                     span.inputs += 1;
                 }
             }
-            Ok(span)
-        })
-        .collect()
+            *slot = span;
+    }
+    Ok(())
 }
 
 /// Pools `x` (`[planes, h.input, w.input]`, row-major) into `out`
@@ -105,7 +116,10 @@ pub fn pool2d(p: &Pool2d, x: &[f32], out: &mut [f32]) -> Result<(), KernelError>
     if out.is_empty() {
         return Ok(());
     }
-    let (hs, ws) = (spans(&p.h)?, spans(&p.w)?);
+    let mut hs = Reused::new(&H_SPANS, p.h.output, Span::EMPTY);
+    let mut ws = Reused::new(&W_SPANS, p.w.output, Span::EMPTY);
+    spans(&p.h, &mut hs)?;
+    spans(&p.w, &mut ws)?;
     let (width, dh, dw) = (p.w.input, p.h.dilation, p.w.dilation);
     for (plane, dst) in out.chunks_exact_mut(out_plane).enumerate() {
         let src = &x[plane * in_plane..(plane + 1) * in_plane];

@@ -11,6 +11,12 @@
 //!
 //! `outer` is derived from the slice lengths, so the batch may vary.
 
+use super::scratch::Reused;
+use std::cell::RefCell;
+
+thread_local! {
+    static ACC: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+}
 use super::{blocks, expect_len, max_nan, min_nan, KernelError};
 
 /// What a reduction computes.
@@ -43,7 +49,7 @@ pub fn reduce(kind: ReduceKind, len: usize, inner: usize, x: &[f32], out: &mut [
         }
         return Ok(());
     }
-    let mut acc = vec![0f64; inner];
+    let mut acc = Reused::new(&ACC, inner, 0.0);
     for (o, dst) in out.chunks_exact_mut(inner).enumerate() {
         let src = &x[o * block..(o + 1) * block];
         match kind {
@@ -55,7 +61,7 @@ pub fn reduce(kind: ReduceKind, len: usize, inner: usize, x: &[f32], out: &mut [
                     }
                 }
                 let scale = if kind == ReduceKind::Mean { len as f64 } else { 1.0 };
-                for (d, &a) in dst.iter_mut().zip(&acc) {
+                for (d, &a) in dst.iter_mut().zip(acc.iter()) {
                     *d = if kind == ReduceKind::Mean { (a / scale) as f32 } else { a as f32 };
                 }
             }

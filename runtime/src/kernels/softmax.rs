@@ -10,7 +10,15 @@
 //!
 //! `outer` is derived from the slice length, so the batch may vary.
 
+use super::scratch::Reused;
 use super::{blocks, expect_len, KernelError};
+use std::cell::RefCell;
+
+thread_local! {
+    static EXPS: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+    static MAX: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SUMS: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Softmax (or its log when `log`) of `x` along the middle axis of
 /// `[outer, len, inner]`, into `out` of the same size.
@@ -21,15 +29,15 @@ pub fn softmax(log: bool, len: usize, inner: usize, x: &[f32], out: &mut [f32]) 
     if x.is_empty() {
         return Ok(());
     }
-    let mut exps = vec![0f64; if log { 0 } else { block }];
+    let mut exps = Reused::new(&EXPS, if log { 0 } else { block }, 0.0);
     if inner == 1 {
         for (src, dst) in x.chunks_exact(len).zip(out.chunks_exact_mut(len)) {
             row(log, src, dst, &mut exps);
         }
         return Ok(());
     }
-    let mut max = vec![0f32; inner];
-    let mut sum = vec![0f64; inner];
+    let mut max = Reused::new(&MAX, inner, 0.0);
+    let mut sum = Reused::new(&SUMS, inner, 0.0);
     for (src, dst) in x.chunks_exact(block).zip(out.chunks_exact_mut(block)) {
         max.fill(f32::NEG_INFINITY);
         for r in src.chunks_exact(inner) {
@@ -40,25 +48,26 @@ pub fn softmax(log: bool, len: usize, inner: usize, x: &[f32], out: &mut [f32]) 
         sum.fill(0.0);
         if log {
             for r in src.chunks_exact(inner) {
-                for ((s, &v), &m) in sum.iter_mut().zip(r).zip(&max) {
+                for ((s, &v), &m) in sum.iter_mut().zip(r).zip(max.iter()) {
                     *s += (f64::from(v) - f64::from(m)).exp();
                 }
             }
-            let log_sum: Vec<f64> = sum.iter().map(|s| s.ln()).collect();
+            sum.iter_mut().for_each(|s| *s = s.ln());
+            let log_sum = &sum;
             for (r, d) in src.chunks_exact(inner).zip(dst.chunks_exact_mut(inner)) {
-                for (((d, &v), &m), &l) in d.iter_mut().zip(r).zip(&max).zip(&log_sum) {
+                for (((d, &v), &m), &l) in d.iter_mut().zip(r).zip(max.iter()).zip(log_sum.iter()) {
                     *d = (f64::from(v) - f64::from(m) - l) as f32;
                 }
             }
         } else {
             for (r, e) in src.chunks_exact(inner).zip(exps.chunks_exact_mut(inner)) {
-                for (((s, e), &v), &m) in sum.iter_mut().zip(e.iter_mut()).zip(r).zip(&max) {
+                for (((s, e), &v), &m) in sum.iter_mut().zip(e.iter_mut()).zip(r).zip(max.iter()) {
                     *e = (f64::from(v) - f64::from(m)).exp();
                     *s += *e;
                 }
             }
             for (d, e) in dst.chunks_exact_mut(inner).zip(exps.chunks_exact(inner)) {
-                for ((d, &e), &s) in d.iter_mut().zip(e).zip(&sum) {
+                for ((d, &e), &s) in d.iter_mut().zip(e).zip(sum.iter()) {
                     *d = (e / s) as f32;
                 }
             }
