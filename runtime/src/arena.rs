@@ -140,6 +140,7 @@ mod tests {
         out.copy_from_slice(&[1; 64]);
         assert_eq!(reads[0], &[7; 8]);
         assert_eq!(reads[1], &[9; 8]);
+        drop(reads);
         assert!(matches!(a.split(&[(60, 8)], (64, 64)), Err(ArenaError::Overlap { .. })));
     }
 }
