@@ -285,10 +285,6 @@ mod tests {
         (0..n).map(|i| (((i as u32).wrapping_mul(2654435761u32) ^ seed) % 97) as f32 / 48.0 - 1.0).collect()
     }
 
-    fn pools() -> &'static [ThreadPool; 2] {
-        static POOLS: std::sync::OnceLock<[ThreadPool; 2]> = std::sync::OnceLock::new();
-        POOLS.get_or_init(|| [ThreadPool::new(1), ThreadPool::new(2)])
-    }
 
     fn check(c: &Conv2d, batch: usize, bias: bool, residual: bool, activation: Activation, seed: u32) -> Result<(), TestCaseError> {
         let w = values(c.c_out * c.depth_per_group(), seed);
@@ -298,9 +294,10 @@ mod tests {
         let epi = ConvEpilogue { bias: bias.then_some(&b[..]), residual: residual.then_some(&r[..]), activation };
         let want = naive(c, &w, &epi, &x, batch);
         let packed = pack(c, &w);
-        for pool in pools() {
+        // Pools local to the call, so their workers are joined when it ends (Miri checks).
+        for pool in [ThreadPool::new(1), ThreadPool::new(2)] {
             let mut y = vec![f32::NAN; want.len()];
-            conv2d(c, &packed, epi, &x, &mut y, pool).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            conv2d(c, &packed, epi, &x, &mut y, &pool).map_err(|e| TestCaseError::fail(e.to_string()))?;
             for (i, (g, e)) in y.iter().zip(&want).enumerate() {
                 let tol = 1e-5 * (c.depth_per_group() as f32 + 2.0);
                 prop_assert!((g - e).abs() <= tol * (1.0 + e.abs()), "at {}: {} vs {} ({} threads)", i, g, e, pool.threads());
@@ -314,7 +311,8 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        // Miri runs a few cases: enough to cover the threaded units' raw views.
+        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 3 } else { 64 }))]
         #[test]
         fn matches_the_definition(cg in 1usize..5, mg in 1usize..6, group in 1usize..4, h in 1usize..10, w in 1usize..12,
                                   kh in 1usize..4, kw in 1usize..4, sh in 1usize..3, sw in 1usize..3,
@@ -330,6 +328,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "millions of multiply-adds: too slow under Miri; the property test covers the same paths on small shapes")]
     fn blocked_pixels_and_parallel_units() {
         // Several pixel blocks per group (a 3×3 conv over 40×40 with K = 9·20),
         // a pointwise conv with several blocks, and a large batch.
@@ -349,6 +348,9 @@ mod tests {
 
     #[test]
     fn bad_calls_are_errors() {
+        // A batch of 8 on two threads: parallel units writing through raw views (run under Miri too).
+        let small = Conv2d { c_in: 2, h: 3, w: 4, c_out: 3, oh: 3, ow: 4, kh: 3, kw: 3, stride: (1, 1), dilation: (1, 1), pad: (1, 1), group: 1 };
+        check(&small, 8, true, true, Activation::Relu, 5).unwrap();
         let c = Conv2d { c_in: 2, h: 3, w: 3, c_out: 2, oh: 3, ow: 3, kh: 3, kw: 3, stride: (1, 1), dilation: (1, 1), pad: (1, 1), group: 1 };
         let packed = pack(&c, &values(2 * 18, 1));
         let pool = ThreadPool::new(1);
