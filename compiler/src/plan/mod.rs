@@ -22,6 +22,7 @@ pub use exec::{ExecError, Executor};
 pub use lower::{lower, LowerError};
 
 use crate::ir::{Dim, Graph, NodeId};
+use d2nn_runtime::kernels::copy;
 use d2nn_runtime::kernels::elementwise::{Binary, Unary};
 use d2nn_runtime::kernels::norm::BatchNorm;
 use d2nn_runtime::kernels::pool::{GlobalKind, Pool2d};
@@ -99,6 +100,23 @@ pub enum Kernel {
     Depthwise { geometry: d2nn_runtime::kernels::depthwise::Depthwise, weights: Arc<Vec<f32>>, bias: Option<Arc<Vec<f32>>> },
     /// f32 fully connected layer: `[rows, k] · packed [k, n] + bias`.
     Dense(DenseKernel),
+    /// Transpose of any dtype: a strided copy per outer block (the leading
+    /// axes the permutation keeps in place, where the batch may be).
+    Transpose(copy::Transpose),
+    /// Slice of any dtype with constant starts, ends, axes and steps: a
+    /// strided window per outer block (the axes before the first cut one).
+    Slice(copy::Slice),
+    /// Concat of any dtype: input `i` holds `rows[i]` elements per outer
+    /// row (the axes before the concat axis); the output their sum.
+    Concat { rows: Vec<usize> },
+    /// Split of any dtype with constant sizes: output `j` holds `rows[j]`
+    /// elements of each outer row of the input.
+    Split { rows: Vec<usize> },
+    /// Gather of any dtype with constant indices, over `[outer, axis, inner]`.
+    Gather(copy::Gather),
+    /// Constant-mode Pad of any dtype with constant pads; `fill` is the
+    /// one-element value (the data's dtype) written outside the input.
+    Pad { geometry: copy::Pad, fill: Tensor },
 }
 
 /// Weights packed once at lowering for the GEMM kernels.
