@@ -8,14 +8,27 @@ use super::{Buffer, BufferId, Kernel, Program, Step, Storage, RESIDUAL_INPUT};
 use crate::interp::{self, InterpError, Profile};
 use std::time::Instant;
 use d2nn_runtime::arena::{Arena, ArenaError};
-use d2nn_runtime::pool::ThreadPool;
 use d2nn_runtime::kernels::elementwise;
-use d2nn_runtime::kernels::{norm, pool, reduce, softmax, KernelError};
+use d2nn_runtime::kernels::{copy, norm, pool, reduce, softmax, KernelError};
+use d2nn_runtime::pool::ThreadPool;
 use d2nn_runtime::{DType, Tensor};
 use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Runs a data-movement kernel (generic over the element) through
+/// [`Executor::with_io`] with the Rust type of `out`'s dtype (bool as bytes).
+macro_rules! by_dtype {
+    ($self:ident, $p:ident, $inputs:expr, $out:expr, $call:ident, |$x:ident, $y:ident| $body:expr) => {
+        match $p.buffers[$out].dtype {
+            DType::F32 => $self.with_io::<f32>($p, $inputs, $out, $call, |$x, $y| $body),
+            DType::I64 => $self.with_io::<i64>($p, $inputs, $out, $call, |$x, $y| $body),
+            DType::I32 => $self.with_io::<i32>($p, $inputs, $out, $call, |$x, $y| $body),
+            DType::Bool => $self.with_io::<u8>($p, $inputs, $out, $call, |$x, $y| $body),
+        }
+    };
+}
 
 /// A failure while running a program; names the node or buffer at fault.
 #[derive(Debug, thiserror::Error)]
@@ -304,6 +317,24 @@ impl Executor {
                 let ins = &ids[..1 + usize::from(d.fused.residual)];
                 self.with_io::<f32>(p, ins, out, call, |x, y| super::gemm_steps::dense(d, x[0], x.get(1).copied(), y, &pool))
             }
+            Kernel::Transpose(t) => by_dtype!(self, p, &[operand(0)?], out, call, |x, y| copy::transpose(t, x[0], y).map_err(err)),
+            Kernel::Slice(s) => by_dtype!(self, p, &[operand(0)?], out, call, |x, y| copy::slice(s, x[0], y).map_err(err)),
+            Kernel::Gather(g) => by_dtype!(self, p, &[operand(0)?], out, call, |x, y| copy::gather(g, x[0], y).map_err(err)),
+            Kernel::Concat { rows } => {
+                let all = (0..inputs.len()).map(operand).collect::<Result<SmallVec<[BufferId; 8]>, _>>()?;
+                by_dtype!(self, p, &all, out, call, |x, y| copy::concat(rows, x, y).map_err(err))
+            }
+            Kernel::Split { rows } => {
+                let x = operand(0)?;
+                for (piece, &o) in outputs.iter().enumerate() {
+                    by_dtype!(self, p, &[x], o, call, |x, y| copy::split(rows, piece, x[0], y).map_err(err))?;
+                }
+                Ok(())
+            }
+            Kernel::Pad { geometry, fill } => by_dtype!(self, p, &[operand(0)?], out, call, |x, y| {
+                let fill = ArenaElem::slice_of(fill).and_then(|f| f.first().copied()).ok_or("the fill value does not match the data")?;
+                copy::pad(geometry, fill, x[0], y).map_err(err)
+            }),
             Kernel::Reference | Kernel::Copy => Err("not one of the runtime's fast kernels".into()),
         }
     }
@@ -414,6 +445,16 @@ impl ArenaElem for i64 {
     const NAME: &'static str = "i64";
     fn slice_of(t: &Tensor) -> Option<Cow<'_, [i64]>> {
         t.as_i64().ok().map(contiguous)
+    }
+}
+
+impl ArenaElem for i32 {
+    const NAME: &'static str = "i32";
+    fn slice_of(t: &Tensor) -> Option<Cow<'_, [i32]>> {
+        match t {
+            Tensor::I32(a) => Some(contiguous(a)),
+            _ => None,
+        }
     }
 }
 

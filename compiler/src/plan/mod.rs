@@ -9,8 +9,10 @@
 //!
 //! Kernels are chosen per node. [`Kernel::Reference`] runs the interpreter's
 //! kernel on the node's operands and is correct for every op; the runtime's
-//! fast kernels take over op by op where their conditions hold (f32, constant
-//! parameters, batch-independent geometry).
+//! fast kernels take over op by op where their conditions hold (f32 — or any
+//! dtype for data movement — constant parameters, batch-independent
+//! geometry). [`fuse`] merges a convolution or fully connected layer with the
+//! residual `Add` and activation after it into one step.
 
 pub mod exec;
 pub mod fuse;
@@ -23,6 +25,7 @@ pub use exec::{ExecError, Executor};
 pub use lower::{lower, LowerError};
 
 use crate::ir::{Dim, Graph, NodeId};
+use d2nn_runtime::kernels::copy;
 use d2nn_runtime::kernels::elementwise::{Binary, Unary};
 use d2nn_runtime::kernels::norm::BatchNorm;
 use d2nn_runtime::kernels::pool::{GlobalKind, Pool2d};
@@ -69,7 +72,8 @@ impl Buffer {
 
 /// How a node's step computes its outputs.
 ///
-/// The fast kernels run the runtime's f32 kernels (`d2nn_runtime::kernels`)
+/// The fast kernels run the runtime's kernels (`d2nn_runtime::kernels`; f32,
+/// or any dtype for data movement)
 /// on the operands in place. Their parameters are computed at lowering time
 /// and never depend on the batch size: the kernels derive the batch-scaled
 /// outer count (batch × channels planes, softmax rows…) from the lengths of
@@ -112,6 +116,23 @@ pub enum Kernel {
     },
     /// f32 fully connected layer: `act([rows, k] · packed [k, n] + bias + residual)`.
     Dense(DenseKernel),
+    /// Transpose of any dtype: a strided copy per outer block (the leading
+    /// axes the permutation keeps in place, where the batch may be).
+    Transpose(copy::Transpose),
+    /// Slice of any dtype with constant starts, ends, axes and steps: a
+    /// strided window per outer block (the axes before the first cut one).
+    Slice(copy::Slice),
+    /// Concat of any dtype: input `i` holds `rows[i]` elements per outer
+    /// row (the axes before the concat axis); the output their sum.
+    Concat { rows: Vec<usize> },
+    /// Split of any dtype with constant sizes: output `j` holds `rows[j]`
+    /// elements of each outer row of the input.
+    Split { rows: Vec<usize> },
+    /// Gather of any dtype with constant indices, over `[outer, axis, inner]`.
+    Gather(copy::Gather),
+    /// Constant-mode Pad of any dtype with constant pads; `fill` is the
+    /// one-element value (the data's dtype) written outside the input.
+    Pad { geometry: copy::Pad, fill: Tensor },
 }
 
 /// Input index of the residual operand of a step whose kernel fused an

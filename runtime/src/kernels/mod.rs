@@ -1,6 +1,8 @@
 //! Fast f32 kernels for the cheap but frequent ops: elementwise activations
 //! and broadcasting arithmetic, pooling, softmax, per-channel normalisation
-//! and reductions over a contiguous block of axes.
+//! and reductions over a contiguous block of axes; and, for any element type,
+//! the data-movement kernels ([`copy`]: transpose, slice, constant pad,
+//! concat, split and gather), which copy exactly.
 //!
 //! Every kernel works on row-major slices with the geometry given as plain
 //! numbers, so a compiler can compute it once and a generated program or the
@@ -19,6 +21,7 @@
 //! factor: they differ only by f64 rounding before the final f32 rounding.
 
 pub mod conv;
+pub mod copy;
 pub mod depthwise;
 pub mod elementwise;
 pub mod norm;

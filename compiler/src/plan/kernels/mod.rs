@@ -6,23 +6,26 @@
 //! executor hands fast kernels their operands as slices: graph inputs and
 //! constants in place, arena buffers through one checked split of the arena.
 //!
-//! Every fast kernel is f32-only and needs its geometry known at lowering
-//! time except for the batch: the batch may only scale the outermost count
-//! a kernel derives from its slice lengths (planes of a pool, rows of a
-//! softmax or reduction), or, for binary ops, iteration dims that the
-//! executor resolves per call while the strides stay batch-independent.
-//! Per-family rules are in [`elementwise`], [`pool`], [`softmax`],
-//! [`reduce`], [`norm`] and [`dense`] (convolutions and fully connected layers).
+//! Every fast kernel but data movement is f32-only, and each needs its
+//! geometry known at lowering time except for the batch: the batch may only
+//! scale the outermost count a kernel derives from its slice lengths (planes
+//! of a pool, rows of a softmax or reduction, blocks of a transpose), or, for
+//! binary ops, iteration dims that the executor resolves per call while the
+//! strides stay batch-independent. Per-family rules are in [`elementwise`],
+//! [`pool`], [`softmax`], [`reduce`], [`norm`], [`dense`] (convolutions and
+//! fully connected layers) and [`shape`] (Transpose, Slice, Concat, Split,
+//! Gather and Pad, for every dtype).
 
 mod dense;
 mod elementwise;
 mod norm;
 mod pool;
 mod reduce;
+mod shape;
 mod softmax;
 
 use super::Kernel;
-use crate::ir::{Dim, Graph, NodeId, Op, ValueId};
+use crate::ir::{Dim, Graph, NodeId, Op, PadMode, ValueId};
 use d2nn_runtime::DType;
 
 /// The kernel for `node`.
@@ -47,6 +50,12 @@ pub(super) fn choose(graph: &Graph, node: NodeId) -> Kernel {
         Op::Conv(attrs) => dense::conv(graph, node, attrs),
         Op::Gemm { alpha, beta, trans_a, trans_b } => dense::dense(graph, node, *trans_b, *alpha, *beta, *trans_a),
         Op::MatMul => dense::dense(graph, node, false, 1.0, 1.0, false),
+        Op::Transpose { perm } => shape::transpose(graph, node, perm),
+        Op::Slice => shape::slice(graph, node),
+        Op::Concat { axis } => shape::concat(graph, node, *axis),
+        Op::Split { axis } => shape::split(graph, node, *axis),
+        Op::Gather { axis } => shape::gather(graph, node, *axis),
+        Op::Pad { mode: PadMode::Constant } => shape::pad(graph, node),
         _ => None,
     };
     fast.unwrap_or(Kernel::Reference)
