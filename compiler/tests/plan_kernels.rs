@@ -11,7 +11,7 @@ use d2nn_runtime::{DType, Tensor};
 use d2nnc::compare::compare;
 use d2nnc::ir::{BinaryOp, Dim, Graph, Op, Padding, PoolAttrs, PoolKind, ReduceOp, Symbol, TensorType, UnaryOp, ValueId};
 use d2nn_runtime::gemm::Activation;
-use d2nnc::plan::{Executor, Fused, Kernel, Program, Step};
+use d2nnc::plan::{Executor, Fused, Kernel, Program, Step, Storage};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -352,4 +352,34 @@ fn mobilenet_fixture_runs_fast_kernels() {
         // Tight, yet loose enough for a conv kernel that accumulates in f32.
         compare(&got[0], &want[0], 1e-5, 1e-4).unwrap_or_else(|m| panic!("batch {batch}: {m}"));
     }
+}
+
+/// A step whose input dies there writes over it: the Relu after a Mul runs in
+/// place, the Flatten after it moves nothing, and a Relu whose input is read
+/// again later gets its own buffer. Outputs still match the interpreter.
+#[test]
+fn dying_inputs_are_overwritten_in_place() {
+    let mut b = Builder::new();
+    let x = b.input("x", &[15]);
+    let two = b.constant("two", &[], vec![2.0]);
+    let doubled = b.op("doubled", Op::Binary(BinaryOp::Mul), &[x, two]);
+    let relu = b.op("relu", Op::Unary(UnaryOp::Relu), &[doubled]);
+    let flat = b.op("flat", Op::Flatten { axis: 1 }, &[relu]);
+    let kept = b.op("kept", Op::Unary(UnaryOp::Relu), &[x]);
+    let tanh = b.op("tanh", Op::Unary(UnaryOp::Tanh), &[flat]);
+    let sum = b.op("sum", Op::Binary(BinaryOp::Add), &[tanh, kept]);
+    let graph = b.finish(vec![sum]);
+    let program = d2nnc::plan::lower(&graph).unwrap();
+    let slot = |name: &str| {
+        let buffer = program.buffers.iter().find(|buf| buf.name == name).unwrap();
+        match buffer.storage {
+            Storage::Arena(s) => s,
+            ref other => panic!("{name} is not in the arena: {other:?}"),
+        }
+    };
+    assert_eq!(slot("relu"), slot("doubled"));
+    assert_eq!(slot("flat"), slot("doubled"));
+    assert_eq!(slot("tanh"), slot("doubled"));
+    assert_ne!(slot("sum"), slot("doubled"), "a binary op never writes over an operand");
+    check_against_interpreter(&graph, program);
 }

@@ -256,6 +256,14 @@ impl Executor {
         let out = *outputs.first().ok_or("the node has no output")?;
         let err = |e: KernelError| e.to_string();
         match kernel {
+            Kernel::Unary(op) if same_slot(p, operand(0)?, out) => {
+                let (pool, min) = (Arc::clone(&self.pool), self.min_parallel_outputs);
+                self.in_place::<f32>(p, out, call, |y| {
+                    let chunk = if pool.threads() > 1 && y.len() >= min.max(1) { y.len().div_ceil(2 * pool.threads()) } else { y.len() };
+                    pool.parallel_chunks_mut(y, chunk, &|_, piece| elementwise::unary_in_place(*op, piece));
+                    Ok(())
+                })
+            }
             Kernel::Unary(op) => {
                 let (pool, min) = (Arc::clone(&self.pool), self.min_parallel_outputs);
                 self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
@@ -339,8 +347,23 @@ impl Executor {
         }
     }
 
-    /// Copies `src`'s bytes into arena buffer `dst` (same size and dtype).
+    /// Calls `f` with arena buffer `b`'s elements, to be updated in place.
+    fn in_place<T: ArenaElem>(&mut self, p: &Program, b: BufferId, call: &Call, f: impl FnOnce(&mut [T]) -> Result<(), String>) -> Result<(), String> {
+        let buffer = &p.buffers[b];
+        let Storage::Arena(slot) = buffer.storage else {
+            return Err(format!("`{}` is not an arena buffer", buffer.name));
+        };
+        let off = self.offset(p, slot, call, buffer).map_err(|e| e.to_string())?;
+        let data = self.arena.view_mut::<T>(off, buffer.elements_at(call.batch)).map_err(|e| format!("buffer `{}`: {e}", buffer.name))?;
+        f(data)
+    }
+
+    /// Copies `src`'s bytes into arena buffer `dst` (same size and dtype);
+    /// nothing to do when lowering placed `dst` over `src`.
     fn copy(&mut self, p: &Program, src: BufferId, dst: BufferId, call: &Call) -> Result<(), String> {
+        if same_slot(p, src, dst) {
+            return Ok(());
+        }
         let (sname, dname) = (&p.buffers[src].name, &p.buffers[dst].name);
         self.with_io::<u8>(p, &[src], dst, call, |ins, out| {
             if ins[0].len() != out.len() {
@@ -475,6 +498,11 @@ impl ArenaElem for u8 {
             Tensor::Bool(a) => Cow::Owned(a.iter().map(|&b| b as u8).collect()),
         })
     }
+}
+
+/// Whether two buffers occupy the same arena slot (a step writing in place).
+fn same_slot(p: &Program, a: BufferId, b: BufferId) -> bool {
+    matches!((&p.buffers[a].storage, &p.buffers[b].storage), (Storage::Arena(x), Storage::Arena(y)) if x == y)
 }
 
 fn node_err(p: &Program, node: crate::ir::NodeId, reason: String) -> ExecError {

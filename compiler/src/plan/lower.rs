@@ -35,8 +35,11 @@ struct Lowering<'g> {
     /// (first step, last step) of every arena buffer, by buffer id.
     life: HashMap<BufferId, (usize, usize)>,
     step: usize,
-    /// Reads of every value (for fusion: an absorbed value has one reader).
+    /// Reads of every value (for fusion: an absorbed value has one reader;
+    /// in place: an input read once dies at its reader).
     uses: HashMap<ValueId, usize>,
+    /// Output buffer → the input buffer whose slot it overwrites.
+    in_place: HashMap<BufferId, BufferId>,
 }
 
 /// Lowers `graph` (already optimised) into a program.
@@ -46,7 +49,7 @@ pub fn lower(graph: &Graph) -> Result<Program, LowerError> {
         let names: Vec<&str> = symbols.iter().map(|s| graph.symbols[s.0 as usize].as_str()).collect();
         return Err(LowerError::SeveralSymbols(names.join(", ")));
     }
-    let mut l = Lowering { graph, buffers: Vec::new(), of_value: HashMap::new(), life: HashMap::new(), step: 0, uses: graph.use_counts() };
+    let mut l = Lowering { graph, buffers: Vec::new(), of_value: HashMap::new(), life: HashMap::new(), step: 0, uses: graph.use_counts(), in_place: HashMap::new() };
     let inputs = graph
         .inputs
         .iter()
@@ -57,17 +60,32 @@ pub fn lower(graph: &Graph) -> Result<Program, LowerError> {
     let end = l.step;
     let outputs = graph.outputs().iter().map(|&v| l.read(v, end)).collect::<Result<Vec<_>, _>>()?;
 
+    // Buffers written in place share their input's slot: fold their
+    // lifetimes into that root's.
+    let root = |mut b: BufferId| {
+        while let Some(&to) = l.in_place.get(&b) {
+            b = to;
+        }
+        b
+    };
+    for (&b, _) in l.in_place.iter() {
+        let (first, last) = l.life[&b];
+        let r = l.life.get_mut(&root(b)).expect("an in-place root lives in the arena");
+        *r = (r.0.min(first), r.1.max(last));
+    }
     // Plan the arena over the buffers that live in it, in slot order.
-    let mut slots: Vec<BufferId> = l.life.keys().copied().collect();
+    let mut slots: Vec<BufferId> = l.life.keys().copied().filter(|b| !l.in_place.contains_key(b)).collect();
     slots.sort_unstable();
+    let slot_of: HashMap<BufferId, usize> = slots.iter().enumerate().map(|(slot, &b)| (b, slot)).collect();
+    for (&b, _) in l.in_place.iter() {
+        l.buffers[b].storage = Storage::Arena(slot_of[&root(b)]);
+    }
     let mut requests = Vec::with_capacity(slots.len());
     for (slot, &b) in slots.iter().enumerate() {
         let (first_step, last_step) = l.life[&b];
         let buffer = &mut l.buffers[b];
         buffer.storage = Storage::Arena(slot);
-        let elems_fixed: usize = buffer.shape.iter().map(|d| d.resolve(&|_| Some(1)).unwrap_or(0)).product();
-        let bytes = elems_fixed * super::element_bytes(buffer.dtype);
-        let scaled = buffer.shape.iter().any(|d| matches!(d, Dim::Sym { .. }));
+        let (bytes, scaled) = arena_bytes(buffer);
         requests.push(BufferRequest {
             bytes_per_batch: if scaled { bytes } else { 0 },
             fixed_bytes: if scaled { 0 } else { bytes },
@@ -94,6 +112,13 @@ fn without_baked_constants(graph: &Graph, read: &HashMap<ValueId, BufferId>) -> 
         g.values[v].def = ValueDef::Const(std::sync::Arc::new(d2nn_runtime::Tensor::zeros(dtype, &[0])));
     }
     g
+}
+
+/// A buffer's bytes at batch 1, and whether they scale with the batch.
+fn arena_bytes(buffer: &Buffer) -> (usize, bool) {
+    let elems_fixed: usize = buffer.shape.iter().map(|d| d.resolve(&|_| Some(1)).unwrap_or(0)).product();
+    let scaled = buffer.shape.iter().any(|d| matches!(d, Dim::Sym { .. }));
+    (elems_fixed * super::element_bytes(buffer.dtype), scaled)
 }
 
 fn used_symbols(graph: &Graph) -> Vec<Symbol> {
@@ -157,6 +182,22 @@ impl Lowering<'_> {
         inputs.iter().enumerate().map(|(i, v)| v.filter(|_| i == 0 || !baked).map(|v| self.read(v, at)).transpose()).collect()
     }
 
+    /// Lets a `Copy` or `Unary` step write over its input when this node is
+    /// the input's only reader (so it dies here) and both take the same
+    /// arena bytes: the reshape then moves nothing and the activation runs
+    /// in place.
+    fn try_in_place(&mut self, node: NodeId, kernel: &Kernel, inputs: &[Option<BufferId>], outputs: &[BufferId]) {
+        if !matches!(kernel, Kernel::Copy | Kernel::Unary(_)) || outputs.len() != 1 {
+            return;
+        }
+        let (Some(Some(input)), Some(v)) = (inputs.first(), self.graph.nodes[node].input(0)) else { return };
+        let reads_here = self.graph.nodes[node].present_inputs().filter(|&x| x == v).count();
+        let dies_here = self.uses.get(&v).copied() == Some(1) && reads_here == 1;
+        if dies_here && self.life.contains_key(input) && arena_bytes(&self.buffers[*input]) == arena_bytes(&self.buffers[outputs[0]]) {
+            self.in_place.insert(outputs[0], *input);
+        }
+    }
+
     fn block(&mut self, region: RegionId) -> Result<Vec<Step>, LowerError> {
         let mut steps = Vec::new();
         let mut fusion = super::fuse::region_chains(self.graph, region, &self.uses);
@@ -195,7 +236,8 @@ impl Lowering<'_> {
                 self.step += 1;
                 let kernel = super::kernels::choose(self.graph, n);
                 let inputs = self.operands(n, &kernel, at)?;
-                let outputs = node.outputs.iter().map(|&v| self.write(v, at)).collect::<Result<_, _>>()?;
+                let outputs: Vec<BufferId> = node.outputs.iter().map(|&v| self.write(v, at)).collect::<Result<_, _>>()?;
+                self.try_in_place(n, &kernel, &inputs, &outputs);
                 steps.push(Step::Node { node: n, kernel, inputs, outputs });
             }
         }

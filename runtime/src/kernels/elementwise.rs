@@ -77,21 +77,61 @@ pub enum Binary {
 /// `out[i] = op(x[i])`.
 pub fn unary(op: Unary, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
     expect_len("output", out.len(), x.len())?;
+    apply_unary(op, Separate { x, out });
+    Ok(())
+}
+
+/// `data[i] = op(data[i])`: [`unary`] on a buffer the plan reuses for the result.
+pub fn unary_in_place(op: Unary, data: &mut [f32]) {
+    apply_unary(op, InPlace(data));
+}
+
+/// Where a unary op reads and writes: so one `match` serves both forms.
+trait Elements {
+    fn map(self, f: impl Fn(f32) -> f32);
+}
+
+struct Separate<'a> {
+    x: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl Elements for Separate<'_> {
+    #[inline(always)]
+    fn map(self, f: impl Fn(f32) -> f32) {
+        for (o, &v) in self.out.iter_mut().zip(self.x) {
+            *o = f(v);
+        }
+    }
+}
+
+struct InPlace<'a>(&'a mut [f32]);
+
+impl Elements for InPlace<'_> {
+    #[inline(always)]
+    fn map(self, f: impl Fn(f32) -> f32) {
+        for v in self.0.iter_mut() {
+            *v = f(*v);
+        }
+    }
+}
+
+fn apply_unary(op: Unary, io: impl Elements) {
     match op {
         // `x < 0` rather than `max` keeps NaN, as the reference does.
-        Unary::Relu => map(x, out, |v| if v < 0.0 { 0.0 } else { v }),
-        Unary::LeakyRelu { alpha } => map(x, out, |v| if v < 0.0 { alpha * v } else { v }),
-        Unary::Sigmoid => map(x, out, |v| sigmoid(f64::from(v)) as f32),
+        Unary::Relu => io.map(|v| if v < 0.0 { 0.0 } else { v }),
+        Unary::LeakyRelu { alpha } => io.map(|v| if v < 0.0 { alpha * v } else { v }),
+        Unary::Sigmoid => io.map(|v| sigmoid(f64::from(v)) as f32),
         Unary::HardSigmoid { alpha, beta } => {
             let (alpha, beta) = (f64::from(alpha), f64::from(beta));
-            map(x, out, |v| (alpha * f64::from(v) + beta).clamp(0.0, 1.0) as f32)
+            io.map(|v| (alpha * f64::from(v) + beta).clamp(0.0, 1.0) as f32)
         }
-        Unary::HardSwish => map(x, out, |v| {
+        Unary::HardSwish => io.map(|v| {
             let v = f64::from(v);
             (v * (v / 6.0 + 0.5).clamp(0.0, 1.0)) as f32
         }),
-        Unary::Tanh => map(x, out, f32::tanh),
-        Unary::Clip { min, max } => map(x, out, |v| {
+        Unary::Tanh => io.map(f32::tanh),
+        Unary::Clip { min, max } => io.map(|v| {
             let v = if v < min { min } else { v };
             if v > max {
                 max
@@ -99,26 +139,26 @@ pub fn unary(op: Unary, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
                 v
             }
         }),
-        Unary::Elu { alpha } => map(x, out, |v| if v > 0.0 { v } else { (f64::from(alpha) * f64::from(v).exp_m1()) as f32 }),
-        Unary::Selu { alpha, gamma } => map(x, out, |v| {
+        Unary::Elu { alpha } => io.map(|v| if v > 0.0 { v } else { (f64::from(alpha) * f64::from(v).exp_m1()) as f32 }),
+        Unary::Selu { alpha, gamma } => io.map(|v| {
             let y = if v > 0.0 { f64::from(v) } else { f64::from(alpha) * f64::from(v).exp_m1() };
             (f64::from(gamma) * y) as f32
         }),
-        Unary::Softplus => map(x, out, |v| {
+        Unary::Softplus => io.map(|v| {
             let v = f64::from(v);
             // Two forms so that `exp` never overflows.
             (if v > 0.0 { v + (-v).exp().ln_1p() } else { v.exp().ln_1p() }) as f32
         }),
-        Unary::Exp => map(x, out, |v| f64::from(v).exp() as f32),
-        Unary::Log => map(x, out, |v| f64::from(v).ln() as f32),
-        Unary::Sqrt => map(x, out, f32::sqrt),
-        Unary::Reciprocal => map(x, out, |v| 1.0 / v),
-        Unary::Neg => map(x, out, |v| -v),
-        Unary::Abs => map(x, out, f32::abs),
-        Unary::Floor => map(x, out, f32::floor),
-        Unary::Ceil => map(x, out, f32::ceil),
-        Unary::Round => map(x, out, f32::round_ties_even),
-        Unary::Sign => map(x, out, |v| {
+        Unary::Exp => io.map(|v| f64::from(v).exp() as f32),
+        Unary::Log => io.map(|v| f64::from(v).ln() as f32),
+        Unary::Sqrt => io.map(f32::sqrt),
+        Unary::Reciprocal => io.map(|v| 1.0 / v),
+        Unary::Neg => io.map(|v| -v),
+        Unary::Abs => io.map(f32::abs),
+        Unary::Floor => io.map(f32::floor),
+        Unary::Ceil => io.map(f32::ceil),
+        Unary::Round => io.map(f32::round_ties_even),
+        Unary::Sign => io.map(|v| {
             if v > 0.0 {
                 1.0
             } else if v < 0.0 {
@@ -127,14 +167,6 @@ pub fn unary(op: Unary, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
                 v
             }
         }),
-    }
-    Ok(())
-}
-
-#[inline(always)]
-fn map(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = f(v);
     }
 }
 

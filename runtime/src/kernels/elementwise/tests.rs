@@ -88,6 +88,15 @@ fn close(got: f32, want: f64) -> bool {
 
 proptest! {
     #[test]
+    fn in_place_equals_separate(op in unary_op(), xs in prop::collection::vec(value(), 0..40)) {
+        let mut separate = vec![0.0f32; xs.len()];
+        unary(op, &xs, &mut separate).unwrap();
+        let mut data = xs.clone();
+        unary_in_place(op, &mut data);
+        prop_assert_eq!(data.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), separate.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn unary_matches_definition(op in unary_op(), xs in prop::collection::vec(value(), 0..70)) {
         let mut out = vec![0.0; xs.len()];
         unary(op, &xs, &mut out).unwrap();
