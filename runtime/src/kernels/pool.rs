@@ -121,6 +121,13 @@ pub fn pool2d(p: &Pool2d, x: &[f32], out: &mut [f32]) -> Result<(), KernelError>
     spans(&p.h, &mut hs)?;
     spans(&p.w, &mut ws)?;
     let (width, dh, dw) = (p.w.input, p.h.dilation, p.w.dilation);
+    let count_include_pad = match p.kind {
+        PoolKind::Max => {
+            max_pool(x, out, (in_plane, out_plane), width, (&hs, &ws), (dh, dw));
+            return Ok(());
+        }
+        PoolKind::Average { count_include_pad } => count_include_pad,
+    };
     for (plane, dst) in out.chunks_exact_mut(out_plane).enumerate() {
         let src = &x[plane * in_plane..(plane + 1) * in_plane];
         for (hspan, dst_row) in hs.iter().zip(dst.chunks_exact_mut(p.w.output)) {
@@ -129,29 +136,44 @@ pub fn pool2d(p: &Pool2d, x: &[f32], out: &mut [f32]) -> Result<(), KernelError>
                     let row = (hspan.start + i * dh) * width + wspan.start;
                     (0..wspan.inputs).map(move |j| row + j * dw)
                 });
-                *o = match p.kind {
-                    PoolKind::Max => {
-                        // NaN `max` means "no value yet"; NaN taps are skipped.
-                        let mut max = f32::NAN;
-                        for at in taps {
-                            let v = src[at];
-                            if !v.is_nan() && (max.is_nan() || v > max) {
-                                max = v;
-                            }
-                        }
-                        max
-                    }
-                    PoolKind::Average { count_include_pad } => {
-                        // A fold from +0 (not `sum`, which starts at -0) keeps the reference's sign of an all-padding window.
-                        let sum = taps.fold(0f64, |s, at| s + f64::from(src[at]));
-                        let count = if count_include_pad { hspan.taps * wspan.taps } else { hspan.inputs * wspan.inputs };
-                        (sum / count as f64) as f32
-                    }
-                };
+                // A fold from +0 (not `sum`, which starts at -0) keeps the reference's sign of an all-padding window.
+                let sum = taps.fold(0f64, |s, at| s + f64::from(src[at]));
+                let count = if count_include_pad { hspan.taps * wspan.taps } else { hspan.inputs * wspan.inputs };
+                *o = (sum / count as f64) as f32;
             }
         }
     }
     Ok(())
+}
+
+thread_local! {
+    static COLUMN_MAX: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Max pooling, separably: for each output row, the maximum over the
+/// window's input rows is taken column by column (a vectorisable pass over
+/// whole rows), then each output takes the maximum of its window's columns
+/// of that row — `kh·w + ow·kw` operations per output row instead of
+/// `ow·kh·kw`. NaN taps are skipped (`f32::max`); an all-padding window
+/// gives NaN, as the reference does. The order of comparisons differs from
+/// the reference's, which can only change the sign of a zero maximum.
+fn max_pool(x: &[f32], out: &mut [f32], (in_plane, out_plane): (usize, usize), width: usize, (hs, ws): (&[Span], &[Span]), (dh, dw): (usize, usize)) {
+    let mut column_max = Reused::new(&COLUMN_MAX, width, f32::NAN);
+    for (plane, dst) in out.chunks_exact_mut(out_plane).enumerate() {
+        let src = &x[plane * in_plane..(plane + 1) * in_plane];
+        for (hspan, dst_row) in hs.iter().zip(dst.chunks_exact_mut(ws.len())) {
+            column_max.fill(f32::NAN);
+            for i in 0..hspan.inputs {
+                let row = &src[(hspan.start + i * dh) * width..][..width];
+                for (m, &v) in column_max.iter_mut().zip(row) {
+                    *m = m.max(v);
+                }
+            }
+            for (wspan, o) in ws.iter().zip(dst_row.iter_mut()) {
+                *o = (0..wspan.inputs).fold(f32::NAN, |m, j| m.max(column_max[wspan.start + j * dw]));
+            }
+        }
+    }
 }
 
 /// Which global pool.
