@@ -17,7 +17,7 @@ use. torch is only needed to create those two; without it they are skipped.
 
 Usage (from anywhere):
     target/venv/bin/python tests/bench/compare_ort.py [--models a,b] [--threads N]
-        [--batch N] [--backend interp] [--iters K] [--max-seconds S] [--json-out FILE]
+        [--batch N] [--backend plan|interp] [--iters K] [--max-seconds S] [--json-out FILE]
 """
 
 from __future__ import annotations
@@ -321,7 +321,7 @@ def main() -> int:
     ap.add_argument("--models", help=f"comma-separated subset of: {','.join(every)}")
     ap.add_argument("--threads", type=int, help="threads for both (default: d2nnc's, the physical cores)")
     ap.add_argument("--batch", type=int, help="tile inputs with a symbolic batch to N (d2nnc bench --batch rules)")
-    ap.add_argument("--backend", default="interp", help="d2nnc backend (default: interp)")
+    ap.add_argument("--backend", default="plan", help="d2nnc backend (default: plan)")
     ap.add_argument("--iters", type=int, help="timed calls (default: d2nnc's, ~3 s worth, at least 5)")
     ap.add_argument("--max-seconds", type=float, default=30.0,
                     help="stop each side's timed calls once this many seconds are spent (default: 30)")
