@@ -118,7 +118,18 @@ pub fn conv2d(c: &Conv2d, weights: &[PackedA], epi: ConvEpilogue<'_>, x: &[f32],
     if batch == 0 || sample_out == 0 {
         return Ok(());
     }
-    let block = pixel_block(k, pix, c.is_pointwise());
+    let threads = pool.threads();
+    let mut block = pixel_block(k, pix, c.is_pointwise());
+    // Units run in parallel when there are enough samples × groups, or
+    // enough pixels to cut each plane into about four units per thread;
+    // otherwise (few pixels: the late layers) each unit's im2col and GEMM
+    // are split instead.
+    let lanes = batch * c.group;
+    let parallel_units = threads > 1 && (lanes >= 2 * threads || pix >= 128 * threads);
+    if parallel_units && lanes < 2 * threads {
+        let per_unit = pix.div_ceil((4 * threads).div_ceil(lanes));
+        block = block.min(per_unit.next_multiple_of(32).max(64));
+    }
     let per_group = pix.div_ceil(block);
     let units = batch * c.group * per_group;
     let out = SharedOut(y.as_mut_ptr());
@@ -151,13 +162,23 @@ pub fn conv2d(c: &Conv2d, weights: &[PackedA], epi: ConvEpilogue<'_>, x: &[f32],
         } else {
             COLUMNS.with(|cols| {
                 let mut cols = cols.borrow_mut();
-                im2col(c, xg, p0..p1, &mut cols);
-                gemm(MatRef::row_major(&cols, k, p1 - p0));
+                let width = p1 - p0;
+                cols.clear();
+                cols.resize(k * width, 0.0);
+                // One input channel's kh·kw rows per piece.
+                let rows = c.kh * c.kw * width;
+                match split {
+                    Some(pool) if pool.threads() > 1 && cols.len() >= 64 * 1024 => {
+                        let per_task = (c.c_in / c.group).div_ceil(2 * pool.threads());
+                        pool.parallel_chunks_mut(&mut cols, per_task * rows, &|i, piece| im2col(c, xg, p0..p1, i * per_task, piece));
+                    }
+                    _ => im2col(c, xg, p0..p1, 0, &mut cols),
+                }
+                gemm(MatRef::row_major(&cols, k, width));
             });
         }
     };
-    let threads = pool.threads();
-    if threads > 1 && (units >= 4 * threads || (units >= threads && units.is_multiple_of(threads))) {
+    if parallel_units {
         pool.parallel_for(units, &|u| run_unit(u, None));
     } else {
         (0..units).for_each(|u| run_unit(u, Some(pool)));
@@ -191,17 +212,17 @@ fn pixel_block(k: usize, pix: usize, pointwise: bool) -> usize {
     }
 }
 
-/// Unfolds pixels `pixels` of one group of one sample into `cols`, as a
-/// row-major `[cg·kh·kw, pixels.len()]` matrix (zeros where a window reaches
-/// into the padding).
-fn im2col(c: &Conv2d, x: &[f32], pixels: std::ops::Range<usize>, cols: &mut Vec<f32>) {
-    let cg = c.c_in / c.group;
+/// Unfolds pixels `pixels` of one group of one sample, from input channel
+/// `first_channel` on, into `cols`: rows of the row-major
+/// `[cg·kh·kw, pixels.len()]` im2col matrix (zeros where a window reaches
+/// into the padding), as many whole channels' rows as `cols` holds. `cols`
+/// must be zeroed.
+fn im2col(c: &Conv2d, x: &[f32], pixels: std::ops::Range<usize>, first_channel: usize, cols: &mut [f32]) {
     let width = pixels.len();
-    cols.clear();
-    cols.resize(cg * c.kh * c.kw * width, 0.0);
+    let channels = cols.len() / (c.kh * c.kw * width).max(1);
     let ((sh, sw), (dh, dw), (ph, pw)) = (c.stride, c.dilation, c.pad);
     let mut row = 0;
-    for ci in 0..cg {
+    for ci in first_channel..first_channel + channels {
         let plane = &x[ci * c.h * c.w..(ci + 1) * c.h * c.w];
         for ki in 0..c.kh {
             for kj in 0..c.kw {
@@ -331,7 +352,8 @@ mod tests {
     #[cfg_attr(miri, ignore = "millions of multiply-adds: too slow under Miri; the property test covers the same paths on small shapes")]
     fn blocked_pixels_and_parallel_units() {
         // Several pixel blocks per group (a 3×3 conv over 40×40 with K = 9·20),
-        // a pointwise conv with several blocks, and a large batch.
+        // a pointwise conv with several blocks, a large batch, and a deep
+        // conv over few pixels.
         let conv = |c_in, h, w, c_out, k: usize, pad| Conv2d {
             c_in, h, w, c_out, oh: h + 2 * pad - k + 1, ow: w + 2 * pad - k + 1, kh: k, kw: k,
             stride: (1, 1), dilation: (1, 1), pad: (pad, pad), group: 1,
@@ -339,6 +361,8 @@ mod tests {
         check(&conv(20, 40, 40, 33, 3, 1), 1, true, true, Activation::Relu, 1).unwrap();
         check(&conv(8, 60, 50, 17, 1, 0), 2, true, false, Activation::Identity, 2).unwrap();
         check(&conv(3, 5, 5, 4, 3, 1), 64, false, true, Activation::Relu, 3).unwrap();
+        // Few pixels, deep K: one unit whose im2col is split over the threads.
+        check(&conv(64, 15, 15, 40, 3, 1), 1, true, false, Activation::Identity, 6).unwrap();
         // 1×1 with padding only at the end is not pointwise: the output is larger.
         let end_padded = Conv2d { c_in: 3, h: 2, w: 2, c_out: 2, oh: 3, ow: 3, kh: 1, kw: 1, stride: (1, 1), dilation: (1, 1), pad: (0, 0), group: 1 };
         assert!(!end_padded.is_pointwise());
