@@ -244,7 +244,7 @@ fn check(case: &Case, isa: Isa) -> Result<(), TestCaseError> {
     // Every other case runs on a pool with 2 or 3 threads, split however
     // small. The pool is the case's own, so its workers are joined when the
     // case ends (Miri checks that no thread outlives the test).
-    let pool = ThreadPool::new(if case.seed % 2 == 0 { 2 } else { 3 });
+    let pool = ThreadPool::new(if case.seed.is_multiple_of(2) { 2 } else { 3 });
     let threads = match case.seed % 4 {
         0 | 1 => Threads::Pool { pool: &pool, min_macs: 0 },
         _ => Threads::Caller(&mut scratch),
