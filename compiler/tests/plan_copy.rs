@@ -74,13 +74,7 @@ fn tensor(dtype: DType, shape: &[usize], seed: usize) -> Tensor {
 
 /// The kernel the plan chose for node `name`.
 fn kernel_of(p: &Program, name: &str) -> Kernel {
-    p.body
-        .iter()
-        .find_map(|s| match s {
-            Step::Node { node, kernel, .. } if p.graph.nodes[*node].name == name => Some(kernel.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no step for `{name}`"))
+    p.node_kernels().into_iter().find(|(n, _)| *n == name).map(|(_, k)| k.clone()).unwrap_or_else(|| panic!("no step for `{name}`"))
 }
 
 /// Lowers `graph`, checks node `name`'s kernel (fast when `fast`, any

@@ -11,7 +11,7 @@ use d2nn_runtime::{DType, Tensor};
 use d2nnc::compare::compare;
 use d2nnc::ir::{BinaryOp, Dim, Graph, Op, Padding, PoolAttrs, PoolKind, ReduceOp, Symbol, TensorType, UnaryOp, ValueId};
 use d2nn_runtime::gemm::Activation;
-use d2nnc::plan::{Executor, Fused, Kernel, Program, Step, Storage};
+use d2nnc::plan::{Executor, Fused, Kernel, Program, Storage};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -81,22 +81,7 @@ fn data(n: usize, seed: u32) -> Vec<f32> {
 
 /// Each node's kernel, by node name, over every block.
 fn kernels(p: &Program) -> HashMap<String, Kernel> {
-    fn walk(p: &Program, steps: &[Step], out: &mut HashMap<String, Kernel>) {
-        for step in steps {
-            match step {
-                Step::Node { node, kernel, .. } => {
-                    out.insert(p.graph.nodes[*node].name.clone(), kernel.clone());
-                }
-                Step::If { then_block, else_block, .. } => {
-                    walk(p, then_block, out);
-                    walk(p, else_block, out);
-                }
-            }
-        }
-    }
-    let mut out = HashMap::new();
-    walk(p, &p.body, &mut out);
-    out
+    p.node_kernels().into_iter().map(|(name, k)| (name.to_string(), k.clone())).collect()
 }
 
 /// Runs the plan (one executor, so the arena is reused across batches) and

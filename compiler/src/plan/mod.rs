@@ -242,6 +242,27 @@ pub struct Program {
     pub arena: memory::ArenaLayout,
 }
 
+impl Program {
+    /// Every node step's node name and kernel, in execution order, the
+    /// steps inside `If` branches included (then before else).
+    pub fn node_kernels(&self) -> Vec<(&str, &Kernel)> {
+        fn walk<'p>(p: &'p Program, steps: &'p [Step], out: &mut Vec<(&'p str, &'p Kernel)>) {
+            for step in steps {
+                match step {
+                    Step::Node { node, kernel, .. } => out.push((p.graph.nodes[*node].name.as_str(), kernel)),
+                    Step::If { then_block, else_block, .. } => {
+                        walk(p, then_block, out);
+                        walk(p, else_block, out);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, &self.body, &mut out);
+        out
+    }
+}
+
 /// Bytes per element as stored in the arena (bool as one byte).
 pub fn element_bytes(dtype: DType) -> usize {
     dtype.size_of()

@@ -6,7 +6,7 @@
 
 use d2nn_runtime::{DType, Tensor};
 use d2nnc::ir::{BinaryOp, Dim, Graph, Op, PoolKind, ReduceOp, Symbol, TensorType, UnaryOp, ValueDef, ValueId};
-use d2nnc::plan::{Executor, Kernel, Program, Step};
+use d2nnc::plan::{Executor, Kernel, Program};
 use proptest::test_runner::TestCaseError;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -106,20 +106,7 @@ pub fn data(n: usize, seed: u64) -> Vec<f32> {
 
 /// The kernel of every node step, with the node's name, over every block.
 pub fn kernels(p: &Program) -> Vec<(String, Kernel)> {
-    fn walk(p: &Program, steps: &[Step], out: &mut Vec<(String, Kernel)>) {
-        for step in steps {
-            match step {
-                Step::Node { node, kernel, .. } => out.push((p.graph.nodes[*node].name.clone(), kernel.clone())),
-                Step::If { then_block, else_block, .. } => {
-                    walk(p, then_block, out);
-                    walk(p, else_block, out);
-                }
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(p, &p.body, &mut out);
-    out
+    p.node_kernels().into_iter().map(|(name, k)| (name.to_string(), k.clone())).collect()
 }
 
 /// Requires node `name`'s kernel to satisfy `ok` (`what` names the expectation).
