@@ -244,7 +244,16 @@ impl Executor {
                 result
             }
             Kernel::Depthwise { geometry, weights, bias } => self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
-                d2nn_runtime::kernels::depthwise::depthwise(geometry, weights, bias.as_deref().map(Vec::as_slice), x[0], y).map_err(err)
+                d2nn_runtime::kernels::depthwise::depthwise(
+                    geometry,
+                    weights,
+                    bias.as_deref().map(Vec::as_slice),
+                    d2nn_runtime::gemm::Activation::Identity,
+                    x[0],
+                    y,
+                    &d2nn_runtime::pool::ThreadPool::new(1),
+                )
+                .map_err(err)
             }),
             Kernel::Dense(d) => self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| super::gemm_steps::dense(d, x[0], y)),
             Kernel::Reference | Kernel::Copy => Err("not one of the runtime's fast kernels".into()),
