@@ -334,8 +334,11 @@ fn mobilenet_fixture_runs_fast_kernels() {
         let feeds = HashMap::from([("input".to_string(), Tensor::from_f32(&[batch, 3, 64, 64], values).unwrap())]);
         let want = d2nnc::interp::run(&model.graph, &feeds).unwrap();
         let got = executor.run(&feeds).unwrap();
-        // Tight, yet loose enough for a conv kernel that accumulates in f32.
-        compare(&got[0], &want[0], 1e-5, 1e-4).unwrap_or_else(|m| panic!("batch {batch}: {m}"));
+        // The fixture's own tolerance against ONNX Runtime (`fixture.json`):
+        // through 50-odd layers, f32 accumulation in a different order (and
+        // fused multiply-adds) drifts by a few 1e-5 from the interpreter, as
+        // ONNX Runtime's does. Per-kernel error bounds are in `plan_prop.rs`.
+        compare(&got[0], &want[0], 1e-4, 1e-3).unwrap_or_else(|m| panic!("batch {batch}: {m}"));
     }
 }
 

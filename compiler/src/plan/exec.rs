@@ -312,11 +312,10 @@ impl Executor {
                 self.with_io::<f32>(p, ins, out, call, |x, y| super::gemm_steps::conv(c, x[0], x.get(1).copied(), y, &pool))
             }
             Kernel::Depthwise { geometry, weights, bias, fused } => {
-                if !fused.is_none() {
-                    return Err("the depthwise kernel has no fused epilogue".into());
-                }
+                let pool = Arc::clone(&self.pool);
                 self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
-                    d2nn_runtime::kernels::depthwise::depthwise(geometry, weights, bias.as_deref().map(Vec::as_slice), x[0], y).map_err(err)
+                    let bias = bias.as_deref().map(Vec::as_slice);
+                    d2nn_runtime::kernels::depthwise::depthwise(geometry, weights, bias, fused.activation, x[0], y, &pool).map_err(err)
                 })
             }
             Kernel::Dense(d) => {

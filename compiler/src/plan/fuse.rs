@@ -77,6 +77,7 @@ pub fn region_chains(graph: &Graph, region: RegionId, uses: &HashMap<ValueId, us
         let (residual_ok, fused) = match &mut kernel {
             Kernel::Conv(c) => (true, &mut c.fused),
             Kernel::Dense(d) => (true, &mut d.fused),
+            Kernel::Depthwise { fused, .. } => (false, fused),
             _ => continue,
         };
         let mut value = graph.nodes[head].outputs[0];

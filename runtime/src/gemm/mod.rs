@@ -124,7 +124,7 @@ mod epilogue;
 mod kernel;
 mod mat;
 mod pack;
-mod simd;
+pub(crate) mod simd;
 
 #[cfg(test)]
 mod tests;
