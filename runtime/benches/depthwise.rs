@@ -11,12 +11,12 @@
 //! memory roof, `memcpy`: a copy of the input into a buffer of its size
 //! (`new` at 1.0× of it would move data as fast as a plain copy).
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::hint::black_box;
-use std::time::{Duration, Instant};
+mod common;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use common::{bench, config, data, median};
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
 use d2nn_runtime::gemm::{Activation, Isa};
 use d2nn_runtime::kernels::depthwise::{depthwise, depthwise_on, Depthwise};
 use d2nn_runtime::pool::ThreadPool;
@@ -37,36 +37,6 @@ const LAYERS: &[(usize, usize, usize)] = &[
 
 const RELU6: Activation = Activation::Clip { min: 0.0, max: 6.0 };
 
-thread_local! {
-    /// Per-iteration times of every benchmark, by id.
-    static TIMES: RefCell<BTreeMap<String, Vec<f64>>> = const { RefCell::new(BTreeMap::new()) };
-}
-
-fn record(id: &str, iters: u64, d: Duration) {
-    TIMES.with(|t| t.borrow_mut().entry(id.to_string()).or_default().push(d.as_secs_f64() / iters as f64));
-}
-
-fn median(id: &str) -> Option<f64> {
-    TIMES.with(|t| {
-        let t = t.borrow();
-        let mut v = t.get(id)?.clone();
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        Some(v[v.len() / 2])
-    })
-}
-
-fn data(len: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32) - 0.5
-        })
-        .collect()
-}
-
 fn geometry(channels: usize, side: usize, stride: usize) -> Depthwise {
     let out = (side + 2 - 3) / stride + 1;
     Depthwise { channels, multiplier: 1, h: side, w: side, oh: out, ow: out, kh: 3, kw: 3, stride: (stride, stride), dilation: (1, 1), pad: (1, 1) }
@@ -74,25 +44,6 @@ fn geometry(channels: usize, side: usize, stride: usize) -> Depthwise {
 
 fn layer_id(&(c, side, stride): &(usize, usize, usize)) -> String {
     format!("{c}ch {side}x{side} s{stride}")
-}
-
-/// Times `f` with criterion and records the per-iteration samples under `group/id`.
-fn bench(c: &mut Criterion, group: &str, id: &str, flops: u64, mut f: impl FnMut()) {
-    let mut g = c.benchmark_group(group);
-    g.throughput(Throughput::Elements(flops));
-    let key = format!("{group}/{id}");
-    g.bench_function(id, |b| {
-        b.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                f();
-            }
-            let d = t.elapsed();
-            record(&key, iters, d);
-            d
-        })
-    });
-    g.finish();
 }
 
 fn layers(c: &mut Criterion) {
@@ -207,14 +158,6 @@ fn old_depthwise(d: &Depthwise, weights: &[f32], bias: Option<&[f32]>, x: &[f32]
             }
         }
     }
-}
-
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_millis(1000))
-        .without_plots()
 }
 
 criterion_group! {
