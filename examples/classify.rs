@@ -1,6 +1,7 @@
-//! Library walk-through: load an ONNX classifier, run it through the
-//! reference interpreter on a `.npy` batch, and print each sample's top class
-//! and the model's FLOPs.
+//! Library walk-through: load an ONNX classifier, lower it to a plan and run
+//! it with the plan executor on a `.npy` batch (checking it against the
+//! reference interpreter), and print each sample's top class and the model's
+//! FLOPs.
 //!
 //! ```sh
 //! cargo run -p d2nnc --example classify -- tests/fixtures/resnet_tiny/model.onnx tests/fixtures/resnet_tiny/input_0.npy
@@ -10,6 +11,7 @@ use d2nn_runtime::npy::read_npy;
 use d2nnc::flops::{bind_all, dense_flops};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1).map(PathBuf::from);
@@ -22,7 +24,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let input = read_npy(&input_path)?;
     let batch = input.shape().first().copied().unwrap_or(1);
 
-    let outputs = d2nnc::interp::run(graph, &HashMap::from([(input_name, input)]))?;
+    let feeds = HashMap::from([(input_name, input)]);
+    // Lower once; an executor keeps its scratch arena and threads between calls.
+    let program = Arc::new(d2nnc::plan::lower(graph)?);
+    let mut executor = d2nnc::plan::Executor::with_threads(program, 2);
+    let outputs = executor.run(&feeds)?;
+    let reference = d2nnc::interp::run(graph, &feeds)?;
+    d2nnc::compare::compare(&outputs[0], &reference[0], 1e-4, 1e-3)?;
     let logits = outputs[0].as_f32()?;
     for (i, row) in logits.outer_iter().enumerate() {
         let (class, score) = row
