@@ -246,8 +246,16 @@ fn im2col(c: &Conv2d, x: &[f32], pixels: std::ops::Range<usize>, first_channel: 
                             if sw == 1 {
                                 out.copy_from_slice(&src[first as usize..][..b - a]);
                             } else {
-                                for (t, o) in out.iter_mut().enumerate() {
-                                    *o = src[first as usize + t * sw];
+                                // Whole `sw`-element groups, so the strided
+                                // read vectorises as loads and shuffles; the
+                                // last tap may have fewer than `sw` behind it.
+                                let from = &src[first as usize..];
+                                let whole = out.len().min(from.len() / sw);
+                                for (o, group) in out[..whole].iter_mut().zip(from.chunks_exact(sw)) {
+                                    *o = group[0];
+                                }
+                                for (t, o) in out.iter_mut().enumerate().skip(whole) {
+                                    *o = from[t * sw];
                                 }
                             }
                         }
