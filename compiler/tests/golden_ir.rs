@@ -42,3 +42,30 @@ fn if_model_keeps_both_branches() {
 fn channel_shuffle_optimized() {
     check("ir/shufflenet_tiny.optimized", &printed("shufflenet_tiny", true));
 }
+
+/// The plan listing (`d2nnc inspect --plan`): kernels with what was fused
+/// into them, in-place steps, arena slots.
+fn plan_listing(name: &str) -> String {
+    let model = d2nnc::load_and_optimize(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let program = d2nnc::plan::lower(&model.graph).unwrap_or_else(|e| panic!("{name}: {e}"));
+    d2nnc::plan::print::print(&program)
+}
+
+#[test]
+fn resnet_plan_fuses_residuals_and_activations() {
+    let listing = plan_listing("resnet_tiny");
+    assert!(listing.contains("+ residual + relu") && listing.contains("in place"), "{listing}");
+    check("plan/resnet_tiny", &listing);
+}
+
+#[test]
+fn if_plan_keeps_both_blocks() {
+    check("plan/cond_if", &plan_listing("cond_if"));
+}
+
+#[test]
+fn mobilenet_plan_fuses_relu6_into_depthwise_and_pointwise_convs() {
+    let listing = plan_listing("mobilenetv2_tiny");
+    assert!(listing.contains("depthwise 3x3/1 x1 + bias + clip(0, 6)"), "{listing}");
+    check("plan/mobilenetv2_tiny", &listing);
+}

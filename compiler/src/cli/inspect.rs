@@ -6,7 +6,7 @@ use d2nnc::Error;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub fn inspect(model: &Path, batch: usize, print_ir: bool) -> Result<(), Error> {
+pub fn inspect(model: &Path, batch: usize, print_ir: bool, print_plan: bool) -> Result<(), Error> {
     let loaded = d2nnc::front::onnx::load(model)?;
     let nodes_in_file = loaded.graph.walk_nodes().len();
     let mut optimized = loaded.graph.clone();
@@ -55,6 +55,9 @@ pub fn inspect(model: &Path, batch: usize, print_ir: bool) -> Result<(), Error> 
     match total {
         Some(t) => println!("total FLOPs (batch {batch}): {} ({:.3} GFLOP)", group(t), t as f64 / 1e9),
         None => println!("total FLOPs (batch {batch}): unknown (some dims depend on runtime data)"),
+    }
+    if print_plan {
+        println!("\n{}", d2nnc::plan::print::print(&d2nnc::plan::lower(g)?));
     }
     if print_ir {
         println!("\n{}", d2nnc::ir::printer::print(g));

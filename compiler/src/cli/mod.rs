@@ -42,6 +42,10 @@ pub enum Command {
         /// Also print the IR after optimisation.
         #[arg(long)]
         ir: bool,
+        /// Also print the execution plan: each step's kernel (with what was
+        /// fused into it), operands, arena slots and the arena's size.
+        #[arg(long)]
+        plan: bool,
     },
     /// Time a model on .npy inputs: latency, throughput, GFLOP/s, and optionally a per-node profile.
     #[command(long_about = bench::LONG_ABOUT)]
@@ -78,7 +82,7 @@ pub fn dispatch(cli: Cli) -> Result<(), d2nnc::Error> {
         Command::Run { model, inputs, output_dir, backend, threads } => {
             run::run(&model, &inputs, &output_dir, backend, threads.unwrap_or_else(default_threads))
         }
-        Command::Inspect { model, batch, ir } => inspect::inspect(&model, batch, ir),
+        Command::Inspect { model, batch, ir, plan } => inspect::inspect(&model, batch, ir, plan),
         Command::Bench(args) => bench::bench(&args),
     }
 }

@@ -20,6 +20,7 @@ mod gemm_steps;
 mod kernels;
 pub mod lower;
 pub mod memory;
+pub mod print;
 
 pub use exec::{ExecError, Executor};
 pub use lower::{lower, LowerError};
