@@ -52,6 +52,30 @@ fn inspect_reports_interface_params_and_flops() {
 }
 
 #[test]
+fn inspect_plan_lists_the_fused_steps() {
+    let o = d2nnc(&["inspect", fixture("resnet_tiny").join("model.onnx").to_str().unwrap(), "--plan"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    for needle in ["program `", "arena", "+ bias + residual + relu", "@ slot", "output logits"] {
+        assert!(t.contains(needle), "missing `{needle}` in:\n{t}");
+    }
+}
+
+#[test]
+fn run_on_two_threads_writes_the_same_outputs() {
+    let model = fixture("resnet_tiny").join("model.onnx");
+    let input = format!("input={}", fixture("resnet_tiny").join("input_0.npy").display());
+    let mut outputs = Vec::new();
+    for threads in ["1", "2"] {
+        let out = temp_dir(&format!("threads{threads}"));
+        let o = d2nnc(&["run", model.to_str().unwrap(), "--input", &input, "-o", out.to_str().unwrap(), "--threads", threads]);
+        assert!(o.status.success(), "{}", text(&o));
+        outputs.push(read_npy(&out.join("logits.npy")).unwrap());
+    }
+    d2nnc::compare::compare(&outputs[1], &outputs[0], 1e-5, 1e-4).unwrap();
+}
+
+#[test]
 fn wrong_input_shape_is_a_readable_error() {
     let out = temp_dir("shape");
     let bad = out.join("bad.npy");
