@@ -9,9 +9,8 @@
 //! buffer.
 
 use super::memory::{self, BufferRequest};
-use super::{Buffer, BufferId, Program, Step, Storage, RESIDUAL_INPUT};
+use super::{Buffer, BufferId, Kernel, Program, Step, Storage, RESIDUAL_INPUT};
 use crate::ir::types::TypeDisplay;
-use super::Kernel;
 use crate::ir::{Dim, Graph, NodeId, Op, RegionId, Symbol, ValueDef, ValueId};
 use std::collections::HashMap;
 
