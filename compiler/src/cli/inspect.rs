@@ -56,6 +56,8 @@ pub fn inspect(model: &Path, batch: usize, print_ir: bool, print_plan: bool) -> 
         Some(t) => println!("total FLOPs (batch {batch}): {} ({:.3} GFLOP)", group(t), t as f64 / 1e9),
         None => println!("total FLOPs (batch {batch}): unknown (some dims depend on runtime data)"),
     }
+    let analysis = d2nnc::dynamic::analyze(g, &[]);
+    print!("{}", d2nnc::dynamic::print::render(g, &analysis));
     if print_plan {
         println!("\n{}", d2nnc::plan::print::print(&d2nnc::plan::lower(g)?));
     }

@@ -6,6 +6,7 @@
 //! type, so a wrong inference rule is caught here rather than in a back end.
 
 mod conv;
+mod dynamic;
 mod elementwise;
 mod profile;
 mod reduce;
@@ -19,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use dynamic::{run_dynamic, Knobs};
 pub use profile::{NodeTiming, OpTiming, Profile};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -90,7 +92,7 @@ pub fn run_with_profile(
 }
 
 fn run_inner(graph: &Graph, inputs: &HashMap<String, Tensor>, profile: Option<&mut Profile>) -> Result<Vec<Tensor>, InterpError> {
-    let mut it = Interp { graph, env: vec![None; graph.values.len()], bindings: HashMap::new(), profile };
+    let mut it = Interp::new(graph, profile);
     it.bind_inputs(inputs)?;
     it.run_region(graph.root)?;
     let outputs = graph.outputs().iter().map(|&v| it.value(v).map(|t| (*t).clone())).collect::<Result<Vec<_>, _>>()?;
@@ -185,6 +187,16 @@ struct Interp<'g, 'p> {
     bindings: HashMap<Symbol, usize>,
     /// Set only by [`run_with_profile`]; `None` keeps the clock out of the loop.
     profile: Option<&'p mut Profile>,
+    /// Knob values replacing the model's constants (dynamic mode).
+    overrides: HashMap<ValueId, Arc<Tensor>>,
+    /// The schedule being followed and the trace being filled (dynamic mode).
+    dynamic: Option<dynamic::State<'g>>,
+}
+
+impl<'g, 'p> Interp<'g, 'p> {
+    fn new(graph: &'g Graph, profile: Option<&'p mut Profile>) -> Self {
+        Interp { graph, env: vec![None; graph.values.len()], bindings: HashMap::new(), profile, overrides: HashMap::new(), dynamic: None }
+    }
 }
 
 impl Interp<'_, '_> {
@@ -198,6 +210,9 @@ impl Interp<'_, '_> {
     }
 
     fn value(&self, v: ValueId) -> Result<Arc<Tensor>, InterpError> {
+        if let Some(t) = self.overrides.get(&v) {
+            return Ok(t.clone());
+        }
         if let ValueDef::Const(t) = &self.graph.values[v].def {
             return Ok(t.clone());
         }
@@ -245,6 +260,7 @@ impl Interp<'_, '_> {
                 _ => return Err(self.node_err(n, format!("condition must be one bool, got {}{:?}", cond.dtype(), cond.shape()))),
             };
             let branch = node.regions[if taken { 0 } else { 1 }];
+            self.enter_branch(n, taken);
             self.run_region(branch)?;
             g.regions[branch].outputs.iter().map(|&v| self.value(v).map(|t| (*t).clone())).collect::<Result<Vec<_>, _>>()?
         } else {
@@ -257,7 +273,9 @@ impl Interp<'_, '_> {
                 inputs: held.iter().map(|o| o.as_deref()).collect(),
                 bindings: &self.bindings,
             };
-            eval(&ctx).map_err(|r| self.node_err(n, r))?
+            let mut results = eval(&ctx).map_err(|r| self.node_err(n, r))?;
+            self.apply_gate(n, &held, &mut results).map_err(|r| self.node_err(n, r))?;
+            results
         };
         if results.len() != node.outputs.len() {
             return Err(self.node_err(n, format!("kernel produced {} outputs, node has {}", results.len(), node.outputs.len())));
