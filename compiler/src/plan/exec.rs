@@ -46,18 +46,28 @@ pub enum ExecError {
 /// Runs one program; keeps its arena between calls.
 pub struct Executor {
     program: Arc<Program>,
-    arena: Arena,
+    pub(super) arena: Arena,
     /// Intra-op parallelism; a pool of one thread runs every task inline.
     pool: Arc<ThreadPool>,
     /// Outputs below which the cheap kernels stay on one thread.
     min_parallel_outputs: usize,
+    /// Current knob values, by knob index (dynamic programs).
+    knobs: Arc<Vec<Tensor>>,
+    /// What the last run of a dynamic program did.
+    pub(super) trace: Option<crate::dynamic::Trace>,
 }
 
 /// The state of one call: the caller's inputs and the batch size.
 pub(super) struct Call<'a> {
-    inputs: Vec<&'a Tensor>,
-    batch: usize,
-    bindings: HashMap<crate::ir::Symbol, usize>,
+    pub(super) inputs: &'a [&'a Tensor],
+    /// Rows in the current frame (a routed block runs on fewer).
+    pub(super) batch: usize,
+    /// The call's batch: arena offsets scale with it in every frame.
+    pub(super) layout: usize,
+    pub(super) bindings: HashMap<crate::ir::Symbol, usize>,
+    pub(super) knobs: &'a [Tensor],
+    /// The global sample index of each row of the frame (dynamic programs).
+    pub(super) samples: Vec<usize>,
 }
 
 impl Executor {
@@ -69,7 +79,39 @@ impl Executor {
     /// An executor whose kernels spread their work over `threads` threads
     /// (the caller and `threads - 1` persistent workers; 0 counts as 1).
     pub fn with_threads(program: Arc<Program>, threads: usize) -> Self {
-        Executor { program, arena: Arena::new(), pool: Arc::new(ThreadPool::new(threads)), min_parallel_outputs: MIN_PARALLEL_OUTPUTS }
+        let knobs = match &program.dynamic {
+            Some(a) => a.knobs.iter().map(|k| knob_tensor(&program, k.value, k.default)).collect(),
+            None => Vec::new(),
+        };
+        Executor {
+            program,
+            arena: Arena::new(),
+            pool: Arc::new(ThreadPool::new(threads)),
+            min_parallel_outputs: MIN_PARALLEL_OUTPUTS,
+            knobs: Arc::new(knobs),
+            trace: None,
+        }
+    }
+
+    /// Sets knob `name` (a threshold of the model) to `value` for the
+    /// following runs.
+    pub fn set_knob(&mut self, name: &str, value: f32) -> Result<(), crate::dynamic::KnobError> {
+        let program = Arc::clone(&self.program);
+        let knobs = program.dynamic.as_ref().map(|a| a.knobs.as_slice()).unwrap_or_default();
+        let Some(k) = knobs.iter().position(|k| k.name == name) else {
+            let available = if knobs.is_empty() { "none".into() } else { knobs.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(", ") };
+            return Err(crate::dynamic::KnobError::Unknown { name: name.into(), available });
+        };
+        if !value.is_finite() {
+            return Err(crate::dynamic::KnobError::NotFinite { name: name.into(), value });
+        }
+        Arc::make_mut(&mut self.knobs)[k] = knob_tensor(&program, knobs[k].value, value);
+        Ok(())
+    }
+
+    /// What the last run did (dynamic programs only).
+    pub fn trace(&self) -> Option<&crate::dynamic::Trace> {
+        self.trace.as_ref()
     }
 
     /// Sets the output size from which the cheap kernels (elementwise,
@@ -110,7 +152,11 @@ impl Executor {
         let batch = bindings.values().next().copied().unwrap_or(1);
         let bytes = program.arena.total_bytes(batch).ok_or(ExecError::TooLarge(batch))?;
         self.arena.reserve(bytes);
-        let call = Call { inputs: g.inputs.iter().map(|&v| &inputs[&g.values[v].name]).collect(), batch, bindings };
+        let feeds: SmallVec<[&Tensor; 4]> = g.inputs.iter().map(|&v| &inputs[&g.values[v].name]).collect();
+        let knobs = Arc::clone(&self.knobs);
+        let samples = if program.dynamic.is_some() { (0..batch).collect() } else { Vec::new() };
+        let call = Call { inputs: &feeds, batch, layout: batch, bindings, knobs: &knobs, samples };
+        self.trace = program.dynamic.as_ref().map(|a| crate::dynamic::Trace::new(a, batch));
         self.block(&program, &program.body, &call, &mut profile)?;
         if let Some(p) = profile {
             p.finish_run();
@@ -118,12 +164,16 @@ impl Executor {
         program.outputs.iter().map(|&b| self.read(&program, b, &call).map(Cow::into_owned)).collect()
     }
 
-    fn block(&mut self, p: &Program, steps: &[Step], call: &Call, profile: &mut Option<&mut Profile>) -> Result<(), ExecError> {
+    pub(super) fn block(&mut self, p: &Program, steps: &[Step], call: &Call, profile: &mut Option<&mut Profile>) -> Result<(), ExecError> {
         for step in steps {
-            let timing = profile.as_ref().map(|p| (p.mark(), Instant::now()));
             let node = match step {
-                Step::Node { node, .. } | Step::If { node, .. } => *node,
+                Step::Node { node, .. } | Step::If { node, .. } | Step::Mask { node, .. } => *node,
+                Step::Block { block, atoms, gathers, outputs, body } => {
+                    self.guarded(p, *block, atoms, gathers, outputs, body, call, profile)?;
+                    continue;
+                }
             };
+            let timing = profile.as_ref().map(|p| (p.mark(), Instant::now()));
             self.step(p, step, call, profile)?;
             if let (Some(prof), Some((mark, start))) = (profile.as_deref_mut(), timing) {
                 prof.record(node, start.elapsed(), mark);
@@ -158,29 +208,33 @@ impl Executor {
                         _ => return Err(node_err(p, *node, format!("condition must be one bool, got {}{:?}", c.dtype(), c.shape()))),
                     };
                     let (block, yields) = if taken { (then_block, then_yields) } else { (else_block, else_yields) };
+                    self.enter_branch(p, *node, taken, call);
                     self.block(p, block, call, profile)?;
                     for (&y, &o) in yields.iter().zip(outputs) {
                         let t = self.read(p, y, call)?.into_owned();
                         self.write(p, o, &t, call).map_err(|reason| node_err(p, *node, reason))?;
                     }
                 }
+                Step::Mask { node, gate, output } => self.mask(p, *gate, *output, call).map_err(|reason| node_err(p, *node, reason))?,
+                Step::Block { .. } => unreachable!("blocks are run by `block`"),
             }
         }
         Ok(())
     }
 
-    fn offset(&self, p: &Program, slot: usize, call: &Call, buffer: &Buffer) -> Result<usize, ExecError> {
-        p.arena.offset(slot, call.batch).ok_or_else(|| ExecError::Arena {
+    pub(super) fn offset(&self, p: &Program, slot: usize, call: &Call, buffer: &Buffer) -> Result<usize, ExecError> {
+        p.arena.offset(slot, call.layout).ok_or_else(|| ExecError::Arena {
             buffer: buffer.name.clone(),
             source: ArenaError::OutOfBounds { offset: usize::MAX, end: usize::MAX, size: self.arena.len() },
         })
     }
 
     /// A buffer's contents as a tensor (borrowed where it already is one).
-    fn read<'a>(&'a self, p: &'a Program, b: BufferId, call: &Call<'a>) -> Result<Cow<'a, Tensor>, ExecError> {
+    pub(super) fn read<'a>(&'a self, p: &'a Program, b: BufferId, call: &Call<'a>) -> Result<Cow<'a, Tensor>, ExecError> {
         let buffer = &p.buffers[b];
         match &buffer.storage {
             Storage::Input(i) => Ok(Cow::Borrowed(call.inputs[*i])),
+            Storage::Knob(k) => Ok(Cow::Borrowed(&call.knobs[*k])),
             Storage::Const(t) => Ok(Cow::Borrowed(t)),
             Storage::Arena(slot) => {
                 let shape = buffer.shape_at(call.batch);
@@ -223,6 +277,7 @@ impl Executor {
             let buffer = &p.buffers[b];
             let tensor: Option<&Tensor> = match &buffer.storage {
                 Storage::Input(i) => Some(call.inputs[*i]),
+                Storage::Knob(k) => Some(&call.knobs[*k]),
                 Storage::Const(t) => Some(t),
                 Storage::Arena(slot) => {
                     reads.push((self.offset(p, *slot, call, buffer).map_err(|e| e.to_string())?, span(buffer)));
@@ -347,7 +402,7 @@ impl Executor {
     }
 
     /// Calls `f` with arena buffer `b`'s elements, to be updated in place.
-    fn in_place<T: ArenaElem>(&mut self, p: &Program, b: BufferId, call: &Call, f: impl FnOnce(&mut [T]) -> Result<(), String>) -> Result<(), String> {
+    pub(super) fn in_place<T: ArenaElem>(&mut self, p: &Program, b: BufferId, call: &Call, f: impl FnOnce(&mut [T]) -> Result<(), String>) -> Result<(), String> {
         let buffer = &p.buffers[b];
         let Storage::Arena(slot) = buffer.storage else {
             return Err(format!("`{}` is not an arena buffer", buffer.name));
@@ -499,12 +554,19 @@ impl ArenaElem for u8 {
     }
 }
 
+/// A knob's value as a tensor of the constant's shape.
+fn knob_tensor(p: &Program, v: crate::ir::ValueId, value: f32) -> Tensor {
+    let shape: Vec<usize> = p.graph.values[v].ty.shape.iter().map(|d| d.known().unwrap_or(1)).collect();
+    let len = shape.iter().product();
+    Tensor::from_f32(&shape, vec![value; len]).expect("the element count follows from the shape")
+}
+
 /// Whether two buffers occupy the same arena slot (a step writing in place).
 fn same_slot(p: &Program, a: BufferId, b: BufferId) -> bool {
     matches!((&p.buffers[a].storage, &p.buffers[b].storage), (Storage::Arena(x), Storage::Arena(y)) if x == y)
 }
 
-fn node_err(p: &Program, node: crate::ir::NodeId, reason: String) -> ExecError {
+pub(super) fn node_err(p: &Program, node: crate::ir::NodeId, reason: String) -> ExecError {
     let n = &p.graph.nodes[node];
     ExecError::Node { node: n.name.clone(), op: n.op.name().to_string(), reason }
 }

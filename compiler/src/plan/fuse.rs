@@ -50,8 +50,15 @@ pub struct RegionFusion {
     pub absorbed: std::collections::HashSet<NodeId>,
 }
 
-/// Finds the chains of `region`; `uses` is [`Graph::use_counts`].
-pub fn region_chains(graph: &Graph, region: RegionId, uses: &HashMap<ValueId, usize>) -> RegionFusion {
+/// Finds the chains of `region`; `uses` is [`Graph::use_counts`];
+/// `together(head, n)` says whether `n` may join `head`'s step (in a dynamic
+/// program, only nodes of the same guarded block may).
+pub fn region_chains(
+    graph: &Graph,
+    region: RegionId,
+    uses: &HashMap<ValueId, usize>,
+    together: &dyn Fn(NodeId, NodeId) -> bool,
+) -> RegionFusion {
     let nodes = &graph.regions[region].nodes;
     // The reader of each value, when it is a single node of this region.
     let mut reader: HashMap<ValueId, NodeId> = HashMap::new();
@@ -64,10 +71,10 @@ pub fn region_chains(graph: &Graph, region: RegionId, uses: &HashMap<ValueId, us
     // A node joins one chain at most (an `Add` of two conv results is the
     // residual of whichever comes first).
     let mut claimed = std::collections::HashSet::new();
-    let only_reader = |v: ValueId, claimed: &std::collections::HashSet<NodeId>| -> Option<NodeId> {
+    let only_reader = |head: NodeId, v: ValueId, claimed: &std::collections::HashSet<NodeId>| -> Option<NodeId> {
         let n = *reader.get(&v)?;
         let reads = graph.nodes[n].present_inputs().filter(|&x| x == v).count();
-        (uses.get(&v).copied() == Some(1) && reads == 1 && !claimed.contains(&n)).then_some(n)
+        (uses.get(&v).copied() == Some(1) && reads == 1 && !claimed.contains(&n) && together(head, n)).then_some(n)
     };
     for &head in nodes {
         if !matches!(graph.nodes[head].op, Op::Conv(_) | Op::Gemm { .. } | Op::MatMul) || graph.nodes[head].outputs.len() != 1 {
@@ -83,14 +90,14 @@ pub fn region_chains(graph: &Graph, region: RegionId, uses: &HashMap<ValueId, us
         let mut value = graph.nodes[head].outputs[0];
         let (mut residual, mut absorbed) = (None, Vec::new());
         if residual_ok {
-            if let Some((add, other)) = only_reader(value, &claimed).and_then(|n| residual_add(graph, n, value).map(|r| (n, r))) {
+            if let Some((add, other)) = only_reader(head, value, &claimed).and_then(|n| residual_add(graph, n, value).map(|r| (n, r))) {
                 residual = Some(other);
                 fused.residual = true;
                 absorbed.push(add);
                 value = graph.nodes[add].outputs[0];
             }
         }
-        if let Some((act, activation)) = only_reader(value, &claimed).and_then(|n| activation(graph, n, value).map(|a| (n, a))) {
+        if let Some((act, activation)) = only_reader(head, value, &claimed).and_then(|n| activation(graph, n, value).map(|a| (n, a))) {
             fused.activation = activation;
             absorbed.push(act);
             value = graph.nodes[act].outputs[0];

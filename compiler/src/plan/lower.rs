@@ -10,9 +10,11 @@
 
 use super::memory::{self, BufferRequest};
 use super::{Buffer, BufferId, Kernel, Program, Step, Storage, RESIDUAL_INPUT};
+use crate::dynamic::{Analysis, BlockId, Item, Mode};
 use crate::ir::types::TypeDisplay;
 use crate::ir::{Dim, Graph, NodeId, Op, RegionId, Symbol, ValueDef, ValueId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// Why a graph cannot be lowered; names the value or node at fault.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -39,23 +41,71 @@ struct Lowering<'g> {
     uses: HashMap<ValueId, usize>,
     /// Output buffer → the input buffer whose slot it overwrites.
     in_place: HashMap<BufferId, BufferId>,
+    /// The dynamic schedule being lowered, if any.
+    analysis: Option<&'g Analysis>,
+    /// Routed blocks being lowered, outermost first: their compacted copies.
+    frames: Vec<Frame>,
 }
 
-/// Lowers `graph` (already optimised) into a program.
+/// A routed block during lowering: the values it compacts and the
+/// compacted buffer (its "twin") of each one read so far.
+struct Frame {
+    gathers: HashSet<ValueId>,
+    twins: HashMap<ValueId, BufferId>,
+    /// (full buffer, compacted twin) pairs, in creation order.
+    copies: Vec<(BufferId, BufferId)>,
+    /// The step at which the block starts (where the copies are made).
+    start: usize,
+}
+
+/// Lowers `graph` (already optimised) into a dense program: every node runs.
 pub fn lower(graph: &Graph) -> Result<Program, LowerError> {
+    lower_with(graph, None)
+}
+
+/// Lowers `graph` following `analysis`'s schedule: guarded blocks become
+/// [`Step::Block`]s, gated `Mul`s get their [`Step::Mask`], and knobs
+/// become run-time parameters.
+pub fn lower_dynamic(graph: &Graph, analysis: &Analysis) -> Result<Program, LowerError> {
+    lower_with(graph, Some(analysis))
+}
+
+fn lower_with(graph: &Graph, analysis: Option<&Analysis>) -> Result<Program, LowerError> {
     let symbols = used_symbols(graph);
     if symbols.len() > 1 {
         let names: Vec<&str> = symbols.iter().map(|s| graph.symbols[s.0 as usize].as_str()).collect();
         return Err(LowerError::SeveralSymbols(names.join(", ")));
     }
-    let mut l = Lowering { graph, buffers: Vec::new(), of_value: HashMap::new(), life: HashMap::new(), step: 0, uses: graph.use_counts(), in_place: HashMap::new() };
+    let mut l = Lowering {
+        graph,
+        buffers: Vec::new(),
+        of_value: HashMap::new(),
+        life: HashMap::new(),
+        step: 0,
+        uses: graph.use_counts(),
+        in_place: HashMap::new(),
+        analysis: analysis.filter(|a| a.is_dynamic()),
+        frames: Vec::new(),
+    };
+    if let Some(a) = l.analysis {
+        for (k, knob) in a.knobs.iter().enumerate() {
+            l.new_buffer(knob.value, Storage::Knob(k))?;
+        }
+    }
     let inputs = graph
         .inputs
         .iter()
         .enumerate()
         .map(|(i, &v)| l.new_buffer(v, super::Storage::Input(i)))
         .collect::<Result<Vec<_>, _>>()?;
-    let body = l.block(graph.root)?;
+    let body = match l.analysis {
+        Some(a) => {
+            let fusion = l.fusion(graph.root);
+            let mut fusion = fusion;
+            l.items(&a.body, &mut fusion)?
+        }
+        None => l.block(graph.root)?,
+    };
     let end = l.step;
     let outputs = graph.outputs().iter().map(|&v| l.read(v, end)).collect::<Result<Vec<_>, _>>()?;
 
@@ -94,7 +144,8 @@ pub fn lower(graph: &Graph) -> Result<Program, LowerError> {
     }
     let arena = memory::plan(&requests)?;
     let graph = without_baked_constants(graph, &l.of_value);
-    Ok(Program { graph, buffers: l.buffers, inputs, outputs, body, arena })
+    let dynamic = l.analysis.map(|a| Arc::new(a.clone()));
+    Ok(Program { graph, buffers: l.buffers, inputs, outputs, body, arena, dynamic })
 }
 
 /// A copy of `graph` in which constants that no step reads (weights packed
@@ -159,10 +210,42 @@ impl Lowering<'_> {
                 _ => return Err(LowerError::Undefined(self.graph.values[v].name.clone())),
             },
         };
+        let id = self.compacted(v, id);
         if let Some(life) = self.life.get_mut(&id) {
             life.1 = life.1.max(at);
         }
         Ok(id)
+    }
+
+    /// The buffer holding `v` in the innermost routed block being lowered:
+    /// `full` itself, or the compacted copy each enclosing routed block that
+    /// gathers `v` makes when it starts.
+    fn compacted(&mut self, v: ValueId, full: BufferId) -> BufferId {
+        let mut id = full;
+        for k in 0..self.frames.len() {
+            if !self.frames[k].gathers.contains(&v) {
+                continue;
+            }
+            id = match self.frames[k].twins.get(&v) {
+                Some(&twin) => twin,
+                None => {
+                    let start = self.frames[k].start;
+                    if let Some(life) = self.life.get_mut(&id) {
+                        life.1 = life.1.max(start);
+                    }
+                    let mut twin = self.buffers[full].clone();
+                    twin.name = format!("{} (rows of R{k})", twin.name);
+                    twin.storage = Storage::Arena(usize::MAX);
+                    let twin_id = self.buffers.len();
+                    self.buffers.push(twin);
+                    self.life.insert(twin_id, (start, start));
+                    self.frames[k].twins.insert(v, twin_id);
+                    self.frames[k].copies.push((id, twin_id));
+                    twin_id
+                }
+            };
+        }
+        id
     }
 
     /// A buffer for a node output written at step `at`.
@@ -197,49 +280,143 @@ impl Lowering<'_> {
         }
     }
 
+    /// The fusion chains of `region`; in a dynamic program a chain stays
+    /// within one guarded block.
+    fn fusion(&self, region: RegionId) -> super::fuse::RegionFusion {
+        let owner: HashMap<NodeId, Option<BlockId>> = match self.analysis {
+            Some(a) => {
+                let mut owner = HashMap::new();
+                collect_owners(a, &a.body, None, &mut owner);
+                owner
+            }
+            None => HashMap::new(),
+        };
+        let together = |x: NodeId, y: NodeId| owner.get(&x) == owner.get(&y);
+        super::fuse::region_chains(self.graph, region, &self.uses, &together)
+    }
+
     fn block(&mut self, region: RegionId) -> Result<Vec<Step>, LowerError> {
         let mut steps = Vec::new();
-        let mut fusion = super::fuse::region_chains(self.graph, region, &self.uses);
+        let mut fusion = self.fusion(region);
         for &n in &self.graph.regions[region].nodes {
-            let node = &self.graph.nodes[n];
-            if fusion.deferred.contains(&n) || fusion.absorbed.contains(&n) {
-                continue;
-            }
-            if let Some(chain) = fusion.by_last.remove(&n) {
-                let at = self.step;
-                self.step += 1;
-                let mut inputs = self.operands(chain.head, &chain.kernel, at)?;
-                if let Some(r) = chain.residual {
-                    inputs.resize(RESIDUAL_INPUT, None);
-                    inputs.push(Some(self.read(r, at)?));
-                }
-                let outputs = vec![self.write(chain.output, at)?];
-                steps.push(Step::Node { node: chain.head, kernel: chain.kernel, inputs, outputs });
-                continue;
-            }
-            if let Op::If = node.op {
-                let start = self.step;
-                self.step += 1;
-                let cond = self.read(node.inputs[0].expect("verified If has a condition"), start)?;
-                let (then_r, else_r) = (node.regions[0], node.regions[1]);
-                let then_block = self.block(then_r)?;
-                let else_block = self.block(else_r)?;
-                let end = self.step;
-                self.step += 1;
-                let then_yields = self.graph.regions[then_r].outputs.iter().map(|&v| self.read(v, end)).collect::<Result<_, _>>()?;
-                let else_yields = self.graph.regions[else_r].outputs.iter().map(|&v| self.read(v, end)).collect::<Result<_, _>>()?;
-                let outputs = node.outputs.iter().map(|&v| self.write(v, end)).collect::<Result<_, _>>()?;
-                steps.push(Step::If { node: n, cond, then_block, else_block, then_yields, else_yields, outputs });
-            } else {
-                let at = self.step;
-                self.step += 1;
-                let kernel = super::kernels::choose(self.graph, n);
-                let inputs = self.operands(n, &kernel, at)?;
-                let outputs: Vec<BufferId> = node.outputs.iter().map(|&v| self.write(v, at)).collect::<Result<_, _>>()?;
-                self.try_in_place(n, &kernel, &inputs, &outputs);
-                steps.push(Step::Node { node: n, kernel, inputs, outputs });
+            self.node(n, &mut fusion, &mut steps)?;
+        }
+        Ok(steps)
+    }
+
+    /// Lowers a dynamic schedule.
+    fn items(&mut self, items: &[Item], fusion: &mut super::fuse::RegionFusion) -> Result<Vec<Step>, LowerError> {
+        let mut steps = Vec::new();
+        for item in items {
+            match *item {
+                Item::Node(n) => self.node(n, fusion, &mut steps)?,
+                Item::Block(b) => steps.push(self.guarded(b, fusion)?),
             }
         }
         Ok(steps)
+    }
+
+    fn guarded(&mut self, b: BlockId, fusion: &mut super::fuse::RegionFusion) -> Result<Step, LowerError> {
+        let analysis = self.analysis.expect("lowering a dynamic schedule");
+        let block = &analysis.blocks[b];
+        let start = self.step;
+        self.step += 1;
+        let atoms = block
+            .local
+            .atoms()
+            .into_iter()
+            .map(|a| self.read(analysis.atoms[a as usize].value(), start).map(|buf| (a, buf)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let routed = block.mode == Mode::Routed;
+        if routed {
+            self.frames.push(Frame { gathers: block.gathers.iter().copied().collect(), twins: HashMap::new(), copies: Vec::new(), start });
+        }
+        let body = self.items(&block.items, fusion);
+        let frame = if routed { self.frames.pop() } else { None };
+        let body = body?;
+        let end = self.step;
+        self.step += 1;
+        // The outputs are scattered (or zeroed) at the end: alive until then.
+        let mut outputs = Vec::new();
+        for &v in &block.outputs {
+            if let Some(&buf) = self.of_value.get(&v) {
+                let buf = self.compacted(v, buf);
+                if let Some(life) = self.life.get_mut(&buf) {
+                    life.1 = life.1.max(end);
+                }
+                outputs.push(buf);
+            }
+        }
+        Ok(Step::Block { block: b, atoms, gathers: frame.map(|f| f.copies).unwrap_or_default(), outputs, body })
+    }
+
+    /// Lowers one node (an `If` with its branches) into `steps`.
+    fn node(&mut self, n: NodeId, fusion: &mut super::fuse::RegionFusion, steps: &mut Vec<Step>) -> Result<(), LowerError> {
+        let node = &self.graph.nodes[n];
+        if fusion.deferred.contains(&n) || fusion.absorbed.contains(&n) {
+            return Ok(());
+        }
+        if let Some(chain) = fusion.by_last.remove(&n) {
+            let at = self.step;
+            self.step += 1;
+            let mut inputs = self.operands(chain.head, &chain.kernel, at)?;
+            if let Some(r) = chain.residual {
+                inputs.resize(RESIDUAL_INPUT, None);
+                inputs.push(Some(self.read(r, at)?));
+            }
+            let outputs = vec![self.write(chain.output, at)?];
+            steps.push(Step::Node { node: chain.head, kernel: chain.kernel, inputs, outputs });
+            return Ok(());
+        }
+        if let Op::If = node.op {
+            let start = self.step;
+            self.step += 1;
+            let cond = self.read(node.inputs[0].expect("verified If has a condition"), start)?;
+            let (then_r, else_r) = (node.regions[0], node.regions[1]);
+            let then_block = self.block(then_r)?;
+            let else_block = self.block(else_r)?;
+            let end = self.step;
+            self.step += 1;
+            let then_yields = self.graph.regions[then_r].outputs.iter().map(|&v| self.read(v, end)).collect::<Result<_, _>>()?;
+            let else_yields = self.graph.regions[else_r].outputs.iter().map(|&v| self.read(v, end)).collect::<Result<_, _>>()?;
+            let outputs = node.outputs.iter().map(|&v| self.write(v, end)).collect::<Result<_, _>>()?;
+            steps.push(Step::If { node: n, cond, then_block, else_block, then_yields, else_yields, outputs });
+        } else {
+            let at = self.step;
+            self.step += 1;
+            let kernel = super::kernels::choose(self.graph, n);
+            let inputs = self.operands(n, &kernel, at)?;
+            let outputs: Vec<BufferId> = node.outputs.iter().map(|&v| self.write(v, at)).collect::<Result<_, _>>()?;
+            self.try_in_place(n, &kernel, &inputs, &outputs);
+            let gate = self.analysis.and_then(|a| a.gates.get(&n).copied());
+            let output = outputs.first().copied();
+            steps.push(Step::Node { node: n, kernel, inputs: inputs.clone(), outputs });
+            if let (Some(gi), Some(output)) = (gate, output) {
+                // The gated-off rows become exactly 0 right after the product.
+                let at = self.step;
+                self.step += 1;
+                let gate = inputs.get(gi).copied().flatten().ok_or_else(|| LowerError::Undefined(node.name.clone()))?;
+                if let Some(life) = self.life.get_mut(&gate) {
+                    life.1 = life.1.max(at);
+                }
+                if let Some(life) = self.life.get_mut(&output) {
+                    life.1 = life.1.max(at);
+                }
+                steps.push(Step::Mask { node: n, gate, output });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The innermost guarded block of every root node of a schedule.
+fn collect_owners(a: &Analysis, items: &[Item], owner: Option<BlockId>, out: &mut HashMap<NodeId, Option<BlockId>>) {
+    for item in items {
+        match *item {
+            Item::Node(n) => {
+                out.insert(n, owner);
+            }
+            Item::Block(b) => collect_owners(a, &a.blocks[b].items, Some(b), out),
+        }
     }
 }

@@ -15,6 +15,7 @@
 //! residual `Add` and activation after it into one step.
 
 pub mod exec;
+mod exec_dynamic;
 pub mod fuse;
 mod gemm_steps;
 mod kernels;
@@ -23,7 +24,7 @@ pub mod memory;
 pub mod print;
 
 pub use exec::{ExecError, Executor};
-pub use lower::{lower, LowerError};
+pub use lower::{lower, lower_dynamic, LowerError};
 
 use crate::ir::{Dim, Graph, NodeId};
 use d2nn_runtime::kernels::copy;
@@ -46,6 +47,9 @@ pub enum Storage {
     Const(Arc<Tensor>),
     /// Arena slot `i` (an index into the program's arena layout).
     Arena(usize),
+    /// Knob `k` of the program's analysis: a threshold the executor's
+    /// caller may set (it starts at the model's value).
+    Knob(usize),
 }
 
 /// One tensor of the program.
@@ -225,6 +229,22 @@ pub enum Step {
         else_yields: Vec<BufferId>,
         outputs: Vec<BufferId>,
     },
+    /// A guarded block of the dynamic schedule (`dynamic::Block` `block`):
+    /// evaluate its guard on each row from the `atoms`' buffers; run `body`
+    /// when it holds — on the whole frame, or, for a routed block, on the
+    /// rows where it holds after copying them into the `gathers` twins —
+    /// then scatter `outputs` back in place, zeros on the rows that did not
+    /// run.
+    Block {
+        block: crate::dynamic::BlockId,
+        atoms: Vec<(crate::dynamic::AtomId, BufferId)>,
+        gathers: Vec<(BufferId, BufferId)>,
+        outputs: Vec<BufferId>,
+        body: Vec<Step>,
+    },
+    /// After a gated `Mul` (node `node`): the rows of `output` whose `gate`
+    /// is 0 become exactly 0.
+    Mask { node: NodeId, gate: BufferId, output: BufferId },
 }
 
 /// A lowered model.
@@ -241,6 +261,8 @@ pub struct Program {
     pub body: Vec<Step>,
     /// Placement of every arena slot.
     pub arena: memory::ArenaLayout,
+    /// The dynamic schedule the program follows (`None`: dense, every node runs).
+    pub dynamic: Option<Arc<crate::dynamic::Analysis>>,
 }
 
 impl Program {
@@ -255,6 +277,8 @@ impl Program {
                         walk(p, then_block, out);
                         walk(p, else_block, out);
                     }
+                    Step::Block { body, .. } => walk(p, body, out),
+                    Step::Mask { .. } => {}
                 }
             }
         }

@@ -38,6 +38,8 @@ fn count_steps(steps: &[Step]) -> usize {
         .map(|s| match s {
             Step::Node { .. } => 1,
             Step::If { then_block, else_block, .. } => 1 + count_steps(then_block) + count_steps(else_block),
+            Step::Block { body, .. } => 1 + count_steps(body),
+            Step::Mask { .. } => 1,
         })
         .sum()
 }
@@ -72,6 +74,28 @@ fn block(p: &Program, steps: &[Step], depth: usize, out: &mut String) {
                 let _ = writeln!(out, "{pad}    yield {}", names(p, else_yields));
                 let _ = writeln!(out, "{pad}  -> {}", outputs.iter().map(|&b| buffer(p, b)).collect::<Vec<_>>().join(", "));
             }
+            Step::Block { block: b, atoms: _, gathers, outputs, body } => {
+                let guard = p.dynamic.as_ref().map_or_else(String::new, |a| {
+                    let block = &a.blocks[*b];
+                    let mode = match &block.mode {
+                        crate::dynamic::Mode::Routed => "routed",
+                        crate::dynamic::Mode::WholeBatch { .. } => "whole batch",
+                        crate::dynamic::Mode::Batch => "batch-wide",
+                    };
+                    format!("if {} ({mode})", a.guard_text(&block.local))
+                });
+                let _ = writeln!(out, "{pad}R{b} {guard}:");
+                for (full, twin) in gathers {
+                    let _ = writeln!(out, "{pad}  gather rows {} -> {}", short(p, *full), buffer(p, *twin));
+                }
+                block(p, body, depth + 1, out);
+                if !outputs.is_empty() {
+                    let _ = writeln!(out, "{pad}  scatter {}", names(p, outputs));
+                }
+            }
+            Step::Mask { node, gate, output } => {
+                let _ = writeln!(out, "{pad}{} [Mask] rows of {} where {} is 0 -> 0", p.graph.nodes[*node].name, short(p, *output), short(p, *gate));
+            }
         }
     }
 }
@@ -100,6 +124,7 @@ fn buffer(p: &Program, b: BufferId) -> String {
     let place = match &buf.storage {
         Storage::Input(i) => format!("input {i}"),
         Storage::Const(_) => "const".to_string(),
+        Storage::Knob(k) => format!("knob {k}"),
         Storage::Arena(s) => format!("slot {s}"),
     };
     format!("{}: {ty} @ {place}", buf.name)
