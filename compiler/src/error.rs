@@ -24,6 +24,8 @@ pub enum Error {
     Interp(#[from] InterpError),
     #[error(transparent)]
     Npy(#[from] NpyError),
+    #[error(transparent)]
+    Knob(#[from] crate::dynamic::KnobError),
     #[error("{0}")]
     Usage(String),
     #[error("{path}: {source}")]

@@ -113,6 +113,15 @@ pub struct BenchArgs {
     /// Nodes listed by --profile.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
+    /// Set a knob (a decision threshold; see `inspect`).
+    #[arg(long = "knob", value_name = "NAME=VALUE", value_parser = super::knobs::parse_knob)]
+    pub knobs: Vec<(String, f32)>,
+    /// Bake a knob's value into the model, letting static pruning act.
+    #[arg(long = "fix", value_name = "NAME=VALUE", value_parser = super::knobs::parse_knob)]
+    pub fixes: Vec<(String, f32)>,
+    /// Time dense execution only (every node, the ONNX semantics).
+    #[arg(long)]
+    pub dense: bool,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -135,6 +144,10 @@ trait Runner {
     fn call(&mut self) -> Result<Vec<Tensor>, Error>;
     /// One inference that adds each node's time to `profile`.
     fn call_profiled(&mut self, profile: &mut Profile) -> Result<Vec<Tensor>, Error>;
+    /// FLOPs the last call executed, for a dynamic run.
+    fn flops_executed(&self) -> Option<u64> {
+        None
+    }
 }
 
 struct PlanRunner {
@@ -162,11 +175,17 @@ impl Runner for PlanRunner {
     fn call_profiled(&mut self, profile: &mut Profile) -> Result<Vec<Tensor>, Error> {
         Ok(self.executor.run_with_profile(&self.feeds, profile)?)
     }
+
+    fn flops_executed(&self) -> Option<u64> {
+        self.executor.trace().map(|t| t.flops_executed)
+    }
 }
 
 struct InterpRunner {
     graph: Graph,
     feeds: HashMap<String, Tensor>,
+    /// Dynamic mode: the schedule, the knobs, and the last call's FLOPs.
+    dynamic: Option<(d2nnc::dynamic::Analysis, interp::Knobs, Option<u64>)>,
 }
 
 impl Runner for InterpRunner {
@@ -183,7 +202,18 @@ impl Runner for InterpRunner {
     }
 
     fn call(&mut self) -> Result<Vec<Tensor>, Error> {
-        Ok(interp::run(&self.graph, &self.feeds)?)
+        match &mut self.dynamic {
+            Some((analysis, knobs, flops)) => {
+                let (out, trace) = interp::run_dynamic(&self.graph, analysis, &self.feeds, knobs)?;
+                *flops = Some(trace.flops_executed);
+                Ok(out)
+            }
+            None => Ok(interp::run(&self.graph, &self.feeds)?),
+        }
+    }
+
+    fn flops_executed(&self) -> Option<u64> {
+        self.dynamic.as_ref().and_then(|d| d.2)
     }
 
     fn call_profiled(&mut self, profile: &mut Profile) -> Result<Vec<Tensor>, Error> {
@@ -193,9 +223,9 @@ impl Runner for InterpRunner {
 
 pub fn bench(args: &BenchArgs) -> Result<(), Error> {
     let load_start = Instant::now();
-    let loaded = d2nnc::load_and_optimize(&args.model)?;
+    let (graph, analysis) = super::knobs::load(&args.model, &args.fixes)?;
+    super::knobs::check_knobs(&analysis, &args.knobs)?;
     let load_time = load_start.elapsed();
-    let graph = loaded.graph;
     let given = read_inputs(&args.inputs)?;
     let batched = apply_batch(&graph, given, args.batch)?;
     let bindings = symbol_bindings(&graph, &batched.feeds);
@@ -205,18 +235,31 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
     let budget = args.max_seconds.map(Duration::from_secs_f64);
     let inputs: BTreeMap<String, Vec<usize>> =
         batched.feeds.iter().map(|(name, t)| (name.clone(), t.shape().to_vec())).collect();
-
-    let mut runner: Box<dyn Runner> = match args.backend {
-        Backend::Interp => Box::new(InterpRunner { graph, feeds: batched.feeds }),
-        Backend::Plan => {
-            let program = d2nnc::plan::lower(&graph)?;
-            // The program holds what it needs (packed weights, a graph
-            // without them); dropping the loaded graph frees the weights'
-            // original copy, as a deployment would.
-            drop(graph);
-            Box::new(PlanRunner { executor: d2nnc::plan::Executor::with_threads(std::sync::Arc::new(program), threads), feeds: batched.feeds })
-        }
+    let dynamic = !args.dense && analysis.is_dynamic();
+    let dense_graph = super::run::with_knob_values(&graph, &analysis, &args.knobs);
+    let make_runner = |dynamic: bool| -> Result<Box<dyn Runner>, Error> {
+        Ok(match args.backend {
+            Backend::Interp if dynamic => {
+                let knobs: interp::Knobs = args.knobs.iter().cloned().collect();
+                Box::new(InterpRunner { graph: graph.clone(), feeds: batched.feeds.clone(), dynamic: Some((analysis.clone(), knobs, None)) })
+            }
+            Backend::Interp => Box::new(InterpRunner { graph: dense_graph.clone(), feeds: batched.feeds.clone(), dynamic: None }),
+            Backend::Plan => {
+                let program = if dynamic { d2nnc::plan::lower_dynamic(&graph, &analysis)? } else { d2nnc::plan::lower(&dense_graph)? };
+                let mut executor = d2nnc::plan::Executor::with_threads(std::sync::Arc::new(program), threads);
+                if dynamic {
+                    for (name, value) in &args.knobs {
+                        executor.set_knob(name, *value)?;
+                    }
+                }
+                Box::new(PlanRunner { executor, feeds: batched.feeds.clone() })
+            }
+        })
     };
+    let mut runner = make_runner(dynamic)?;
+    // The dense twin of a dynamic model, timed in the same run for the ratio.
+    let mut dense_runner = if dynamic { Some(make_runner(false)?) } else { None };
+    drop(dense_graph);
     let mut warmup = Vec::new();
     match args.warmup {
         Some(w) => timed_calls(runner.as_mut(), w, None, &mut warmup)?,
@@ -227,6 +270,17 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
     timed_calls(runner.as_mut(), iters, budget, &mut samples)?;
     let stats = Stats::of(&samples);
     let profiled = if args.profile { Some(profile_calls(runner.as_mut(), samples.len(), budget)?) } else { None };
+    let flops_executed = runner.flops_executed();
+    let dense_stats = match dense_runner.as_mut() {
+        Some(dense) => {
+            let mut warm = Vec::new();
+            timed_calls(dense.as_mut(), warmup.len().max(1), None, &mut warm)?;
+            let mut dense_samples = Vec::new();
+            timed_calls(dense.as_mut(), samples.len(), budget, &mut dense_samples)?;
+            Some(Stats::of(&dense_samples))
+        }
+        None => None,
+    };
 
     let median_s = stats.median_ms / 1e3;
     let gflops = flops.map(|f| f as f64 / median_s / 1e9);
@@ -247,6 +301,12 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
         gflops,
         inputs,
         profile: profiled.as_ref().map(|(p, wall)| profile_report(runner.graph(), p, *wall, &bind, args.top)),
+        mode: if dynamic { "dynamic" } else { "dense" },
+        flops_dense: flops,
+        flops_executed: flops_executed.or(flops),
+        flops_ratio: flops_executed.zip(flops).map(|(e, d)| e as f64 / d.max(1) as f64),
+        dense_median_ms: dense_stats.as_ref().map(|s| s.median_ms),
+        time_ratio: dense_stats.as_ref().map(|s| stats.median_ms / s.median_ms),
     };
 
     println!("model: {} (loaded and optimised in {:.2} s, not timed)", args.model.display(), load_time.as_secs_f64());
@@ -274,6 +334,18 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
     match (flops, gflops) {
         (Some(f), Some(g)) => println!("dense FLOPs per call: {} ({:.6} GFLOP); {g:.3} GFLOP/s at the median", group(f), f as f64 / 1e9),
         _ => println!("dense FLOPs per call: unknown (some dims depend on runtime data); no GFLOP/s"),
+    }
+    if let (Some(dense), Some(executed), Some(total)) = (&dense_stats, flops_executed, flops) {
+        let flop_ratio = executed as f64 / total.max(1) as f64;
+        println!("dynamic: {} of {} FLOPs executed per call ({:.1}%)", group(executed), group(total), 100.0 * flop_ratio);
+        println!(
+            "dense (every node, same run, {} calls): median {:.4} ms; dynamic / dense time {:.3} vs FLOPs {:.3} (time ratio / FLOP ratio {:.3})",
+            samples.len(),
+            dense.median_ms,
+            stats.median_ms / dense.median_ms,
+            flop_ratio,
+            stats.median_ms / dense.median_ms / flop_ratio.max(1e-12)
+        );
     }
     if let Some(p) = &report.profile {
         print_profile(p);
@@ -499,6 +571,16 @@ struct JsonReport {
     inputs: BTreeMap<String, Vec<usize>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     profile: Option<ProfileReport>,
+    /// "dynamic" (following the decisions) or "dense" (every node).
+    mode: &'static str,
+    flops_dense: Option<u64>,
+    /// FLOPs a call executed (the dense count in dense mode).
+    flops_executed: Option<u64>,
+    flops_ratio: Option<f64>,
+    /// The dense twin's median, timed in the same run (dynamic mode only).
+    dense_median_ms: Option<f64>,
+    /// median_ms / dense_median_ms.
+    time_ratio: Option<f64>,
 }
 
 #[derive(Serialize)]

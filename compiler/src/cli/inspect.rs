@@ -6,11 +6,12 @@ use d2nnc::Error;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub fn inspect(model: &Path, batch: usize, print_ir: bool, print_plan: bool) -> Result<(), Error> {
+pub fn inspect(model: &Path, batch: usize, print_ir: bool, print_plan: bool, fixes: &[(String, f32)]) -> Result<(), Error> {
     let loaded = d2nnc::front::onnx::load(model)?;
     let nodes_in_file = loaded.graph.walk_nodes().len();
     let mut optimized = loaded.graph.clone();
     d2nnc::passes::optimize(&mut optimized)?;
+    let fixed = d2nnc::dynamic::fix_knobs(&mut optimized, fixes)?;
     let g = &optimized;
     let ty = |v| TypeDisplay { ty: &g.values[v].ty, symbols: &g.symbols }.to_string();
     println!("model: {}", model.display());
@@ -56,10 +57,10 @@ pub fn inspect(model: &Path, batch: usize, print_ir: bool, print_plan: bool) -> 
         Some(t) => println!("total FLOPs (batch {batch}): {} ({:.3} GFLOP)", group(t), t as f64 / 1e9),
         None => println!("total FLOPs (batch {batch}): unknown (some dims depend on runtime data)"),
     }
-    let analysis = d2nnc::dynamic::analyze(g, &[]);
+    let analysis = d2nnc::dynamic::analyze(g, &fixed);
     print!("{}", d2nnc::dynamic::print::render(g, &analysis));
     if print_plan {
-        println!("\n{}", d2nnc::plan::print::print(&d2nnc::plan::lower(g)?));
+        println!("\n{}", d2nnc::plan::print::print(&d2nnc::plan::lower_dynamic(g, &analysis)?));
     }
     if print_ir {
         println!("\n{}", d2nnc::ir::printer::print(g));

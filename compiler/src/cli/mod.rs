@@ -3,6 +3,8 @@
 mod bench;
 mod inputs;
 mod inspect;
+mod knobs;
+mod report;
 mod run;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -32,6 +34,18 @@ pub enum Command {
         /// Threads for the plan backend [default: physical cores].
         #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
         threads: Option<usize>,
+        /// Set a knob (a decision threshold; see `inspect`) for this run.
+        #[arg(long = "knob", value_name = "NAME=VALUE", value_parser = knobs::parse_knob)]
+        knobs: Vec<(String, f32)>,
+        /// Bake a knob's value into the model, letting static pruning act.
+        #[arg(long = "fix", value_name = "NAME=VALUE", value_parser = knobs::parse_knob)]
+        fixes: Vec<(String, f32)>,
+        /// Compute every node (the ONNX semantics) instead of following the decisions.
+        #[arg(long)]
+        dense: bool,
+        /// Write a JSON report of what ran (regions, rows, paths, FLOPs; fields in the README).
+        #[arg(long, value_name = "FILE.json")]
+        report: Option<PathBuf>,
     },
     /// Show a model's inputs, outputs, op counts, parameters and FLOPs.
     Inspect {
@@ -46,6 +60,9 @@ pub enum Command {
         /// fused into it), operands, arena slots and the arena's size.
         #[arg(long)]
         plan: bool,
+        /// Bake a knob's value into the model first (shows what static pruning removes).
+        #[arg(long = "fix", value_name = "NAME=VALUE", value_parser = knobs::parse_knob)]
+        fixes: Vec<(String, f32)>,
     },
     /// Time a model on .npy inputs: latency, throughput, GFLOP/s, and optionally a per-node profile.
     #[command(long_about = bench::LONG_ABOUT)]
@@ -79,10 +96,11 @@ fn default_threads() -> usize {
 
 pub fn dispatch(cli: Cli) -> Result<(), d2nnc::Error> {
     match cli.command {
-        Command::Run { model, inputs, output_dir, backend, threads } => {
-            run::run(&model, &inputs, &output_dir, backend, threads.unwrap_or_else(default_threads))
+        Command::Run { model, inputs, output_dir, backend, threads, knobs, fixes, dense, report } => {
+            let options = run::RunOptions { backend, threads: threads.unwrap_or_else(default_threads), knobs, fixes, dense, report };
+            run::run(&model, &inputs, &output_dir, &options)
         }
-        Command::Inspect { model, batch, ir, plan } => inspect::inspect(&model, batch, ir, plan),
+        Command::Inspect { model, batch, ir, plan, fixes } => inspect::inspect(&model, batch, ir, plan, &fixes),
         Command::Bench(args) => bench::bench(&args),
     }
 }

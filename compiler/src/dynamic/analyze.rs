@@ -202,8 +202,8 @@ impl Propagation<'_, '_> {
 /// reads directly, unless fixed. Each becomes a knob named after its value.
 fn find_knobs(graph: &Graph, atoms: &mut [super::Atom], fixed: &HashSet<ValueId>) -> Vec<Knob> {
     let mut knobs: Vec<Knob> = Vec::new();
-    for a in 0..atoms.len() {
-        let AtomKind::Test { value } = atoms[a].kind else { continue };
+    for (a, atom) in atoms.iter_mut().enumerate() {
+        let AtomKind::Test { value } = atom.kind else { continue };
         let ValueDef::Node { node: n, .. } = graph.values[value].def else { continue };
         if !matches!(graph.nodes[n].op, Op::Binary(op) if op.is_comparison() && !matches!(op, BinaryOp::And | BinaryOp::Or | BinaryOp::Xor)) {
             continue;
@@ -221,7 +221,7 @@ fn find_knobs(graph: &Graph, atoms: &mut [super::Atom], fixed: &HashSet<ValueId>
                 }
             };
             knobs[k].atoms.push(a as super::AtomId);
-            atoms[a].knobs.push(k);
+            atom.knobs.push(k);
         }
     }
     knobs

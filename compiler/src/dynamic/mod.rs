@@ -198,24 +198,24 @@ impl Analysis {
     }
 
     /// Every node of a block's subtree, in schedule order.
-    pub fn block_nodes(&self, b: BlockId, graph: &Graph) -> Vec<NodeId> {
+    pub fn block_nodes(&self, b: BlockId) -> Vec<NodeId> {
         let mut out = Vec::new();
-        self.collect_nodes(&self.blocks[b].items, graph, &mut out);
+        self.collect_nodes(&self.blocks[b].items, &mut out);
         out
     }
 
-    fn collect_nodes(&self, items: &[Item], graph: &Graph, out: &mut Vec<NodeId>) {
+    fn collect_nodes(&self, items: &[Item], out: &mut Vec<NodeId>) {
         for item in items {
             match *item {
                 Item::Node(n) => {
                     out.push(n);
                     if let Some(br) = self.branches.get(&n) {
                         for &b in br {
-                            self.collect_nodes(&self.blocks[b].items, graph, out);
+                            self.collect_nodes(&self.blocks[b].items, out);
                         }
                     }
                 }
-                Item::Block(b) => self.collect_nodes(&self.blocks[b].items, graph, out),
+                Item::Block(b) => self.collect_nodes(&self.blocks[b].items, out),
             }
         }
     }

@@ -11,7 +11,7 @@ fn grouped(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -96,7 +96,7 @@ fn tree(graph: &Graph, analysis: &Analysis, items: &[Item], depth: usize, w: &mu
         for b in blocks {
             let block = &analysis.blocks[b];
             let indent = "  ".repeat(depth + 1);
-            let nodes = analysis.block_nodes(b, graph);
+            let nodes = analysis.block_nodes(b);
             let names: Vec<&str> = nodes.iter().take(4).map(|&n| graph.nodes[n].name.as_str()).collect();
             let more = if nodes.len() > 4 { format!(", … {} more", nodes.len() - 4) } else { String::new() };
             let kind = match block.kind {
