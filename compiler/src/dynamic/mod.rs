@@ -32,7 +32,7 @@ pub use analyze::{analyze, fix_knobs, KnobError};
 pub use guard::{AtomId, Guard, GuardDisplay};
 pub use paths::{Path, Trace};
 
-use crate::ir::{Graph, NodeId, Symbol, ValueId};
+use crate::ir::{NodeId, Symbol, ValueId};
 use std::collections::HashMap;
 
 /// Whether a decision is made per sample (`[N, 1, …]`) or once for the batch.
