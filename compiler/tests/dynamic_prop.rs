@@ -531,3 +531,122 @@ proptest! {
         }
     }
 }
+
+/// The generator must reach per-sample routing, not only all-or-nothing
+/// decisions: over a fixed sample of its cases, blocks often run on part of
+/// the batch, on both layouts.
+#[test]
+fn generator_reaches_partial_routing_on_both_layouts() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let (mut partial_vector, mut partial_maps) = (0, 0);
+    for _ in 0..40 {
+        let case = (layout(), stage().prop_filter("a gated stage", Stage::is_gated), any::<u64>(), 2usize..=64);
+        let (layout, stage, seed, batch) = case.new_tree(&mut runner).unwrap().current();
+        let graph = build(layout, &stage, seed);
+        let analysis = d2nnc::dynamic::analyze(&graph, &[]);
+        let program = Arc::new(d2nnc::plan::lower_dynamic(&graph, &analysis).unwrap());
+        let trace = check(&graph, &analysis, &program, input(layout, batch, seed), &Knobs::new());
+        if trace.rows.iter().any(|&r| r > 0 && r < batch) {
+            match layout {
+                Layout::Vector { .. } => partial_vector += 1,
+                Layout::Maps { .. } => partial_maps += 1,
+            }
+        }
+    }
+    assert!(partial_vector >= 10 && partial_maps >= 3, "partial routing in {partial_vector} vector and {partial_maps} map cases of 40");
+}
+
+/// The innermost block holding the producer of `v`.
+fn block_of(graph: &d2nnc::ir::Graph, analysis: &Analysis, v: d2nnc::ir::ValueId) -> usize {
+    let d2nnc::ir::ValueDef::Node { node: n, .. } = graph.values[v].def else { panic!("{} is not computed", graph.values[v].name) };
+    (0..analysis.blocks.len())
+        .filter(|&b| analysis.block_nodes(b, graph).contains(&n))
+        .min_by_key(|&b| analysis.block_nodes(b, graph).len())
+        .unwrap_or_else(|| panic!("{} is not in a block", graph.nodes[n].name))
+}
+
+/// A sample whose controller logit is NaN does not exit (NaN > t is false),
+/// even with the threshold knob at -1e30 where every other sample exits;
+/// both dynamic backends run it and agree with dense on every sample.
+#[test]
+fn nan_controller_logit_does_not_exit() {
+    let layout = Layout::Vector { c: 4 };
+    let stage = Stage::Exit { cond: Cond::Test { threshold: 0.5 }, deeper: Box::new(Stage::Plain) };
+    let graph = build(layout, &stage, 7);
+    let analysis = d2nnc::dynamic::analyze(&graph, &[]);
+    assert_eq!(analysis.knobs.len(), 1);
+    let program = Arc::new(d2nnc::plan::lower_dynamic(&graph, &analysis).unwrap());
+    let where_node = graph.nodes.iter().find(|(_, n)| matches!(n.op, d2nnc::ir::Op::Where)).map(|(_, n)| n.clone()).expect("a Where");
+    let exit_block = block_of(&graph, &analysis, where_node.input(1).unwrap());
+    let deeper_block = block_of(&graph, &analysis, where_node.input(2).unwrap());
+    assert_ne!(exit_block, deeper_block);
+
+    let mut x = input(layout, 5, 7).to_f32_vec();
+    x[2 * 4] = f32::NAN;
+    let x = Tensor::from_f32(&[5, 4], x).unwrap();
+    for knobs in [Knobs::new(), Knobs::from([(analysis.knobs[0].name.clone(), -1.0e30)])] {
+        let trace = check(&graph, &analysis, &program, x.clone(), &knobs);
+        assert!(!trace.sample_blocks[2].contains(&exit_block), "the NaN sample exited (knobs {knobs:?}): {:?}", trace.sample_blocks);
+        assert!(trace.sample_blocks[2].contains(&deeper_block), "the NaN sample skipped the deeper block (knobs {knobs:?})");
+        if !knobs.is_empty() {
+            assert_eq!(trace.rows[exit_block], 4, "every finite sample exits at threshold -1e30");
+        }
+    }
+}
+
+/// `y = x + g * Log(x - 100) + g * Div(x, 0)`, `g = Cast(Sigmoid(10 x₀) > 0.5)`:
+/// where the gate is closed (x₀ < 0, or x₀ NaN) the skipped terms would be
+/// NaN and ±inf, and the dynamic output is `x` exactly; where it is open the
+/// dynamic output is the dense one.
+#[test]
+fn gated_off_nan_and_inf_terms_are_exactly_zero() {
+    let layout = Layout::Vector { c: 4 };
+    let mut b = ModelBuilder::new(layout, 1);
+    let w = b.const_f32("ctrl_w", &[4, 1], &[10.0, 0.0, 0.0, 0.0]);
+    let bias = b.const_f32("ctrl_b", &[1], &[0.0]);
+    let q = b.op("Gemm", &["x", &w, &bias], vec![]);
+    let p = b.op("Sigmoid", &[&q], vec![]);
+    let t = b.const_f32("threshold", &[], &[0.5]);
+    let open = b.op("Greater", &[&p, &t], vec![]);
+    let gate = b.cast_float(&open);
+    let hundred = b.const_f32("hundred", &[], &[100.0]);
+    let shifted = b.op("Sub", &["x", &hundred], vec![]);
+    let log = b.op("Log", &[&shifted], vec![]);
+    let zero = b.const_f32("zero", &[], &[0.0]);
+    let ratio = b.op("Div", &["x", &zero], vec![]);
+    let log_term = b.op("Mul", &[&log, &gate], vec![]);
+    let ratio_term = b.op("Mul", &[&gate, &ratio], vec![]);
+    let partial = b.op("Add", &["x", &log_term], vec![]);
+    let y = b.op("Add", &[&partial, &ratio_term], vec![]);
+    let bytes = b.finish(&y);
+    let mut model = d2nnc::front::onnx::load_bytes(&bytes, None, "poison.onnx").unwrap();
+    d2nnc::passes::optimize(&mut model.graph).unwrap();
+    let graph = model.graph;
+    let analysis = d2nnc::dynamic::analyze(&graph, &[]);
+    assert_eq!(analysis.gates.len(), 2, "both Muls are gated");
+    let program = Arc::new(d2nnc::plan::lower_dynamic(&graph, &analysis).unwrap());
+
+    let rows: [[f32; 4]; 4] = [[1.0, 1.0, 1.0, 1.0], [-1.0, 2.0, -3.0, 0.0], [f32::NAN, 1.0, 2.0, 3.0], [0.5, -1.0, -2.0, 0.0]];
+    let x = Tensor::from_f32(&[4, 4], rows.concat()).unwrap();
+    let feeds = HashMap::from([("x".to_string(), x)]);
+    let dense = d2nnc::interp::run(&graph, &feeds).unwrap()[0].to_f32_vec();
+    let (dynamic, trace) = d2nnc::interp::run_dynamic(&graph, &analysis, &feeds, &Knobs::new()).unwrap();
+    let dynamic = dynamic[0].to_f32_vec();
+    for threads in [1, 2] {
+        let (got, plan_trace) = plan_run(&program, threads, &Knobs::new(), &feeds);
+        same(&got[0], &Tensor::from_f32(&[4, 4], dynamic.clone()).unwrap()).unwrap_or_else(|m| panic!("plan, {threads} threads: {m}"));
+        assert_eq!(plan_trace.as_ref(), Some(&trace));
+    }
+    let row = |v: &[f32], r: usize| v[r * 4..r * 4 + 4].to_vec();
+    // Open gates: the terms are computed, NaN/inf included, as in dense.
+    for r in [0, 3] {
+        same(&Tensor::from_f32(&[4], row(&dynamic, r)).unwrap(), &Tensor::from_f32(&[4], row(&dense, r)).unwrap()).unwrap_or_else(|m| panic!("open row {r}: {m}"));
+        assert!(row(&dynamic, r).iter().any(|v| !v.is_finite()), "open row {r} computes the poisoned terms");
+    }
+    // Closed gates (x₀ < 0, and the NaN logit): exactly x, where dense is poisoned.
+    for r in [1, 2] {
+        same(&Tensor::from_f32(&[4], row(&dynamic, r)).unwrap(), &Tensor::from_f32(&[4], rows[r].to_vec()).unwrap()).unwrap_or_else(|m| panic!("closed row {r}: {m}"));
+        assert!(row(&dense, r).iter().all(|v| !v.is_finite()), "dense row {r} is poisoned");
+    }
+}
