@@ -1,9 +1,10 @@
 //! Property test of dynamic execution on random gated graphs built as ONNX
 //! models: early-exit chains (`Where(Greater(Sigmoid(Gemm(f)), t), exit,
 //! deeper)`, nested), skip blocks (`h + Cast(decision) * block(h)`), one-hot
-//! and `Equal(ArgMax)` merges (`Σ branch_k * gate_k`), and decisions combined
-//! by `And`/`Or`/`Not`, over a symbolic batch `N`, on `[N, C]` vectors with
-//! `Gemm`/`MatMul` blocks or `[N, C, H, W]` maps with small convolutions.
+//! and `Equal(ArgMax)` merges (`Σ branch_k * gate_k`), and decisions (tests,
+//! and sets of sibling `ArgMax` choices) combined by `And`/`Or`/`Not`, over
+//! a symbolic batch `N`, on `[N, C]` vectors with `Gemm`/`MatMul` blocks or
+//! `[N, C, H, W]` maps with small convolutions.
 //!
 //! For every generated model, batch and knob setting:
 //! 1. the interpreter's dynamic mode gives the dense interpreter's outputs
@@ -82,6 +83,9 @@ impl Layout {
 enum Cond {
     /// `Greater(Sigmoid(Gemm(features)), threshold)`, threshold a named initializer.
     Test { threshold: f32 },
+    /// `Or` of `Equal(ArgMax(q, keepdims=1), k)` over the chosen `k` of one
+    /// controller with `chosen.len()` choices: sibling choices of one `ArgMax`.
+    Choices { chosen: Vec<bool> },
     Not(Box<Cond>),
     And(Box<Cond>, Box<Cond>),
     Or(Box<Cond>, Box<Cond>),
@@ -113,7 +117,29 @@ enum Stage {
     Seq(Box<Stage>, Box<Stage>),
 }
 
+impl Cond {
+    fn has_test(&self) -> bool {
+        match self {
+            Cond::Test { .. } => true,
+            Cond::Choices { .. } => false,
+            Cond::Not(a) => a.has_test(),
+            Cond::And(a, b) | Cond::Or(a, b) => a.has_test() || b.has_test(),
+        }
+    }
+}
+
 impl Stage {
+    /// Whether some decision compares against a threshold (which must become a knob).
+    fn has_threshold(&self) -> bool {
+        match self {
+            Stage::Plain => false,
+            Stage::Exit { cond, deeper } => cond.has_test() || deeper.has_threshold(),
+            Stage::Skip { cond, body, .. } => cond.has_test() || body.has_threshold(),
+            Stage::Choice { branches, .. } => branches.iter().any(Stage::has_threshold),
+            Stage::Seq(a, b) => a.has_threshold() || b.has_threshold(),
+        }
+    }
+
     fn is_gated(&self) -> bool {
         match self {
             Stage::Plain => false,
@@ -242,6 +268,20 @@ impl ModelBuilder {
                 let p = self.op("Sigmoid", &[&q], vec![]);
                 let t = self.const_f32("threshold", &[], &[*threshold]);
                 self.op("Greater", &[&p, &t], vec![])
+            }
+            Cond::Choices { chosen } => {
+                let q = self.logits(h, chosen.len());
+                let index = self.op("ArgMax", &[&q], vec![("axis", Attr::Int(1)), ("keepdims", Attr::Int(1))]);
+                let mut any: Option<String> = None;
+                for k in (0..chosen.len()).filter(|&k| chosen[k]) {
+                    let kc = self.const_i64("choice", &[], &[k as i64]);
+                    let eq = self.op("Equal", &[&index, &kc], vec![]);
+                    any = Some(match any {
+                        None => eq,
+                        Some(a) => self.op("Or", &[&a, &eq], vec![]),
+                    });
+                }
+                any.expect("at least one choice")
             }
             Cond::Not(a) => {
                 let a = self.cond(h, a);
@@ -447,7 +487,14 @@ fn threshold() -> impl Strategy<Value = f32> {
 }
 
 fn cond() -> impl Strategy<Value = Cond> {
-    threshold().prop_map(|threshold| Cond::Test { threshold }).prop_recursive(2, 4, 2, |inner| {
+    let leaf = prop_oneof![
+        3 => threshold().prop_map(|threshold| Cond::Test { threshold }),
+        1 => prop::collection::vec(any::<bool>(), 2..=4)
+            // Every choice of a controller, or none, is a constant the analysis folds.
+            .prop_filter("a proper subset of the choices", |c| c.contains(&true) && c.contains(&false))
+            .prop_map(|chosen| Cond::Choices { chosen }),
+    ];
+    leaf.prop_recursive(2, 4, 2, |inner| {
         prop_oneof![
             inner.clone().prop_map(|a| Cond::Not(Box::new(a))),
             (inner.clone(), inner.clone()).prop_map(|(a, b)| Cond::And(Box::new(a), Box::new(b))),
@@ -510,7 +557,7 @@ fn knobs_for(setting: &KnobSetting, analysis: &Analysis) -> Knobs {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 40, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
 
     #[test]
     fn dynamic_execution_matches_dense_on_random_gated_graphs(
@@ -523,7 +570,7 @@ proptest! {
         let graph = build(layout, &stage, seed);
         let analysis = d2nnc::dynamic::analyze(&graph, &[]);
         prop_assert!(!analysis.blocks.is_empty(), "no gated block found in {}", d2nnc::ir::printer::print(&graph));
-        prop_assert!(!analysis.knobs.is_empty() || !matches!(stage, Stage::Exit { .. } | Stage::Skip { .. }), "thresholds not knobs");
+        prop_assert_eq!(!analysis.knobs.is_empty(), stage.has_threshold(), "thresholds are the knobs");
         let program = Arc::new(d2nnc::plan::lower_dynamic(&graph, &analysis).unwrap_or_else(|e| panic!("lower_dynamic: {e}")));
         let knobs = knobs_for(&setting, &analysis);
         for b in [batch, 1] {
