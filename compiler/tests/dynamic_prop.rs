@@ -208,7 +208,7 @@ impl ModelBuilder {
             Layout::Vector { .. } => {
                 let w = self.random_f32("w", &[c, c], scale);
                 let b = self.random_f32("b", &[c], 0.3);
-                if self.rng.next_u64() % 2 == 0 {
+                if self.rng.next_u64().is_multiple_of(2) {
                     self.op("Gemm", &[h, &w, &b], vec![])
                 } else {
                     let m = self.op("MatMul", &[h, &w], vec![]);
@@ -409,7 +409,7 @@ fn build(layout: Layout, stage: &Stage, seed: u64) -> d2nnc::ir::Graph {
 }
 
 fn input(layout: Layout, batch: usize, seed: u64) -> Tensor {
-    let mut rng = SplitMix(seed ^ 0x5EED_0F_1A7A);
+    let mut rng = SplitMix(seed ^ 0x005E_ED0F_1A7A);
     let mut shape = vec![batch];
     shape.extend(layout.sample_dims());
     let len = shape.iter().product();
@@ -608,8 +608,8 @@ fn generator_reaches_partial_routing_on_both_layouts() {
 fn block_of(graph: &d2nnc::ir::Graph, analysis: &Analysis, v: d2nnc::ir::ValueId) -> usize {
     let d2nnc::ir::ValueDef::Node { node: n, .. } = graph.values[v].def else { panic!("{} is not computed", graph.values[v].name) };
     (0..analysis.blocks.len())
-        .filter(|&b| analysis.block_nodes(b, graph).contains(&n))
-        .min_by_key(|&b| analysis.block_nodes(b, graph).len())
+        .filter(|&b| analysis.block_nodes(b).contains(&n))
+        .min_by_key(|&b| analysis.block_nodes(b).len())
         .unwrap_or_else(|| panic!("{} is not in a block", graph.nodes[n].name))
 }
 
