@@ -299,7 +299,7 @@ impl ModelBuilder {
     }
 
     /// A decision `[N, 1]` (bool or float) reshaped to line up with blocks.
-    fn to_rows(&mut self, d: &str) -> String {
+    fn reshape_to_rows(&mut self, d: &str) -> String {
         match self.layout {
             Layout::Vector { .. } => d.to_string(),
             Layout::Maps { .. } => {
@@ -350,7 +350,7 @@ impl ModelBuilder {
             Stage::Exit { cond, deeper } => {
                 let f = self.block(h);
                 let c = self.cond(&f, cond);
-                let c = self.to_rows(&c);
+                let c = self.reshape_to_rows(&c);
                 let exit = self.exit_head(&f);
                 let rest = self.stage(&f, deeper);
                 self.op("Where", &[&c, &exit, &rest], vec![])
@@ -362,7 +362,7 @@ impl ModelBuilder {
                     let flat = self.reshape(&gate, &[-1]);
                     gate = self.reshape(&flat, &[-1, 1]);
                 }
-                let gate = self.to_rows(&gate);
+                let gate = self.reshape_to_rows(&gate);
                 let y = self.stage(h, body);
                 let gated = if *gate_first { self.op("Mul", &[&gate, &y], vec![]) } else { self.op("Mul", &[&y, &gate], vec![]) };
                 self.op("Add", &[h, &gated], vec![])
@@ -372,7 +372,7 @@ impl ModelBuilder {
                 let mut sum: Option<String> = None;
                 for (k, branch) in branches.iter().enumerate() {
                     let gate = self.choice_gate(*form, &q, k, branches.len());
-                    let gate = self.to_rows(&gate);
+                    let gate = self.reshape_to_rows(&gate);
                     let y = self.stage(h, branch);
                     let term = self.op("Mul", &[&y, &gate], vec![]);
                     sum = Some(match sum {
