@@ -90,3 +90,16 @@ pub fn node_flops(graph: &Graph, node: NodeId, bind: &dyn Fn(Symbol) -> Option<u
 pub fn dense_flops(graph: &Graph, bind: &dyn Fn(Symbol) -> Option<usize>) -> Option<u64> {
     graph.walk_nodes().into_iter().try_fold(0u64, |acc, n| node_flops(graph, n, bind).map(|f| acc + f))
 }
+
+/// 1234567 → "1,234,567": how FLOP counts are printed.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

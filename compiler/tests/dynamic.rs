@@ -92,8 +92,9 @@ fn knob_settings(analysis: &Analysis) -> Vec<Knobs> {
     out
 }
 
-/// The dense interpreter with knob values substituted into the graph.
-fn dense_with_knobs(graph: &d2nnc::ir::Graph, analysis: &Analysis, knobs: &Knobs, feeds: &HashMap<String, Tensor>) -> Vec<Tensor> {
+/// `graph` with the knobs' constants replaced by the given values: what
+/// dense execution of a moved threshold runs.
+fn with_knobs(graph: &d2nnc::ir::Graph, analysis: &Analysis, knobs: &Knobs) -> d2nnc::ir::Graph {
     let mut g = graph.clone();
     for (name, &value) in knobs {
         let knob = analysis.knob(name).unwrap();
@@ -101,7 +102,7 @@ fn dense_with_knobs(graph: &d2nnc::ir::Graph, analysis: &Analysis, knobs: &Knobs
         let t = Tensor::from_f32(old.shape(), vec![value; old.len()]).unwrap();
         g.values[knob.value].def = d2nnc::ir::ValueDef::Const(std::sync::Arc::new(t));
     }
-    d2nnc::interp::run(&g, feeds).unwrap()
+    g
 }
 
 #[test]
@@ -118,7 +119,7 @@ fn dynamic_interpreter_matches_dense_on_every_fixture() {
             }
             for feeds in &batches {
                 for knobs in knob_settings(&analysis) {
-                    let dense = dense_with_knobs(&graph, &analysis, &knobs, feeds);
+                    let dense = d2nnc::interp::run(&with_knobs(&graph, &analysis, &knobs), feeds).unwrap();
                     let (dynamic, trace) = d2nnc::interp::run_dynamic(&graph, &analysis, feeds, &knobs)
                         .unwrap_or_else(|e| panic!("{name}: dynamic run failed: {e}"));
                     for (i, (d, e)) in dynamic.iter().zip(&dense).enumerate() {
@@ -158,12 +159,7 @@ fn dynamic_plan_matches_dense_plan_and_the_interpreter_trace_on_every_fixture() 
             }
             for feeds in &batches {
                 for knobs in knob_settings(&analysis) {
-                    let mut g = graph.clone();
-                    for (n, &v) in &knobs {
-                        let knob = analysis.knob(n).unwrap();
-                        let old = g.const_value(knob.value).unwrap().clone();
-                        g.values[knob.value].def = d2nnc::ir::ValueDef::Const(std::sync::Arc::new(Tensor::from_f32(old.shape(), vec![v; old.len()]).unwrap()));
-                    }
+                    let g = with_knobs(&graph, &analysis, &knobs);
                     let dense = std::sync::Arc::new(d2nnc::plan::lower(&g).unwrap());
                     let (expected, _) = plan_run(&dense, 1, &Knobs::new(), feeds);
                     let (_, interp_trace) = d2nnc::interp::run_dynamic(&graph, &analysis, feeds, &knobs).unwrap();

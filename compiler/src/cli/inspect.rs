@@ -70,13 +70,5 @@ pub fn inspect(model: &Path, batch: usize, print_ir: bool, print_plan: bool, fix
 
 /// 1234567 → "1,234,567".
 pub(super) fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    d2nnc::flops::thousands(n)
 }

@@ -6,18 +6,7 @@ use super::{Analysis, AtomKind, BlockKind, Item, Mode};
 use crate::ir::{Graph, ValueDef};
 use std::fmt::Write;
 
-/// Formats `n` with thousands separators.
-fn grouped(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+use crate::flops::thousands as grouped;
 
 /// The dynamic-structure report of `analysis` over `graph`.
 pub fn render(graph: &Graph, analysis: &Analysis) -> String {
