@@ -5,15 +5,18 @@
 use super::{ConvKernel, DenseKernel, PackedWeights};
 use d2nn_runtime::gemm::{sgemm_par, Bias, Epilogue, MatMut, MatRef};
 use d2nn_runtime::kernels::conv::{conv2d, ConvEpilogue};
+use d2nn_runtime::kernels::winograd::winograd_conv3x3;
 use d2nn_runtime::pool::ThreadPool;
 
 /// `y = act(conv(x) + bias + residual)` for a batch of NCHW samples.
 pub(super) fn conv(c: &ConvKernel, x: &[f32], residual: Option<&[f32]>, y: &mut [f32], pool: &ThreadPool) -> Result<(), String> {
-    let PackedWeights::A(groups) = &c.weights else {
-        return Err("convolution weights must be packed as the left operand".into());
-    };
     let epi = ConvEpilogue { bias: c.bias.as_deref().map(Vec::as_slice), residual, activation: c.fused.activation };
-    conv2d(&c.geometry, groups, epi, x, y, pool).map_err(|e| e.to_string())
+    match &c.weights {
+        PackedWeights::A(groups) => conv2d(&c.geometry, groups, epi, x, y, pool),
+        PackedWeights::Winograd(w) => winograd_conv3x3(&c.geometry, w, epi, x, y, pool),
+        PackedWeights::B(_) => return Err("convolution weights must be packed as the left operand".into()),
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// `y = act(x · W + bias + residual)` over the rows of `x`.

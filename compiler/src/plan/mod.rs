@@ -168,6 +168,9 @@ pub enum PackedWeights {
     A(Arc<Vec<d2nn_runtime::gemm::PackedA>>),
     /// The right operand of a fully connected layer.
     B(Arc<d2nn_runtime::gemm::PackedB>),
+    /// The 16 transformed matrices of a 3×3 stride-1 convolution computed by
+    /// Winograd F(2×2, 3×3).
+    Winograd(Arc<d2nn_runtime::kernels::winograd::WinogradWeights>),
 }
 
 impl std::fmt::Debug for PackedWeights {
@@ -175,6 +178,7 @@ impl std::fmt::Debug for PackedWeights {
         match self {
             PackedWeights::A(groups) => write!(f, "PackedA x{} ({} bytes)", groups.len(), groups.iter().map(|g| g.bytes()).sum::<usize>()),
             PackedWeights::B(b) => write!(f, "PackedB {}x{} ({} bytes)", b.rows(), b.cols(), b.bytes()),
+            PackedWeights::Winograd(w) => write!(f, "Winograd F(2x2,3x3) ({} bytes)", w.bytes()),
         }
     }
 }

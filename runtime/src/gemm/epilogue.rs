@@ -24,6 +24,26 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// The activation of every lane of `v`.
+    ///
+    /// # Safety
+    /// The CPU must support `S`.
+    #[inline(always)]
+    pub(crate) unsafe fn apply_vec<S: Simd>(self, v: S::V) -> S::V {
+        // SAFETY: register-only lane arithmetic; the caller guarantees the CPU supports `S`.
+        unsafe {
+            match self {
+                Activation::Identity => v,
+                // The value goes second: `max`/`min` return the second
+                // operand when either is NaN, so NaN propagates as in ONNX.
+                Activation::Relu => S::max(S::zero(), v),
+                Activation::Clip { min, max } => S::min(S::splat(max), S::max(S::splat(min), v)),
+                Activation::LeakyRelu { alpha } => S::leaky(v, S::splat(alpha)),
+                Activation::Sigmoid => S::sigmoid(v),
+            }
+        }
+    }
+
     /// The activation of one value (the reference for the vector forms).
     pub fn apply(self, x: f32) -> f32 {
         match self {
@@ -216,15 +236,7 @@ impl RawEpi {
             if !self.res.is_null() {
                 v = S::add(v, ld(self.res.add(i * self.res_rs + j)));
             }
-            match self.act {
-                Activation::Identity => v,
-                // The value goes second: `max`/`min` return the second
-                // operand when either is NaN, so NaN propagates as in ONNX.
-                Activation::Relu => S::max(S::zero(), v),
-                Activation::Clip { min, max } => S::min(S::splat(max), S::max(S::splat(min), v)),
-                Activation::LeakyRelu { alpha } => S::leaky(v, S::splat(alpha)),
-                Activation::Sigmoid => S::sigmoid(v),
-            }
+            self.act.apply_vec::<S>(v)
         }
     }
 }

@@ -43,6 +43,10 @@ pub(crate) trait Simd: Copy + 'static {
     unsafe fn leaky(a: Self::V, alpha: Self::V) -> Self::V;
     /// Horizontal sum of the lanes.
     unsafe fn reduce_add(a: Self::V) -> f32;
+    /// The even and the odd elements of the `2·LANES` floats `a ++ b`.
+    unsafe fn split_even_odd(a: Self::V, b: Self::V) -> (Self::V, Self::V);
+    /// `a[0], b[0], a[1], b[1], …` as two vectors (the inverse of `split_even_odd`).
+    unsafe fn merge_even_odd(a: Self::V, b: Self::V) -> (Self::V, Self::V);
 
     /// `e^x`, Cephes `expf` polynomial after Cody–Waite range reduction
     /// (≤ 2 ulp on the clamped range; inputs are clamped to ±87.3 so the
@@ -76,6 +80,42 @@ pub(crate) trait Simd: Copy + 'static {
             let one = Self::splat(1.0);
             let e = Self::exp(Self::sub(Self::zero(), x));
             Self::div(one, Self::add(one, e))
+        }
+    }
+}
+
+/// The first `S::LANES` floats of `src[at..]`, zeros past its end.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+pub(crate) unsafe fn load_at<S: Simd>(src: &[f32], at: usize) -> S::V {
+    let avail = src.len().saturating_sub(at);
+    // SAFETY: `avail` floats are readable from `at`, and only as many are read.
+    unsafe {
+        if avail >= S::LANES {
+            S::load(src.as_ptr().add(at))
+        } else if avail > 0 {
+            S::load_partial(src.as_ptr().add(at), avail)
+        } else {
+            S::zero()
+        }
+    }
+}
+
+/// Stores the first `dst.len() ≤ S::LANES` lanes of `v` into `dst`.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+pub(crate) unsafe fn store_prefix<S: Simd>(dst: &mut [f32], v: S::V) {
+    let n = dst.len().min(S::LANES);
+    // SAFETY: `n` floats of `dst` are writable and only as many are written.
+    unsafe {
+        if n == S::LANES {
+            S::store(dst.as_mut_ptr(), v)
+        } else {
+            S::store_partial(dst.as_mut_ptr(), n, v)
         }
     }
 }
@@ -185,6 +225,14 @@ impl Simd for Portable {
     #[inline(always)]
     unsafe fn reduce_add(a: Self::V) -> f32 {
         (a[0] + a[1]) + (a[2] + a[3])
+    }
+    #[inline(always)]
+    unsafe fn split_even_odd(a: Self::V, b: Self::V) -> (Self::V, Self::V) {
+        ([a[0], a[2], b[0], b[2]], [a[1], a[3], b[1], b[3]])
+    }
+    #[inline(always)]
+    unsafe fn merge_even_odd(a: Self::V, b: Self::V) -> (Self::V, Self::V) {
+        ([a[0], b[0], a[1], b[1]], [a[2], b[2], a[3], b[3]])
     }
 }
 
@@ -312,6 +360,27 @@ mod x86 {
                 _mm_cvtss_f32(s)
             }
         }
+        #[inline(always)]
+        unsafe fn split_even_odd(a: __m256, b: __m256) -> (__m256, __m256) {
+            // SAFETY: AVX2/FMA is available (trait contract); register-only operation.
+            unsafe {
+                // Within 128-bit halves: [a0 a2 b0 b2 | a4 a6 b4 b6]; then the
+                // 64-bit pairs in the order 0, 2, 1, 3.
+                let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+                let odd = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+                let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+                (order(even), order(odd))
+            }
+        }
+        #[inline(always)]
+        unsafe fn merge_even_odd(a: __m256, b: __m256) -> (__m256, __m256) {
+            // SAFETY: AVX2/FMA is available (trait contract); register-only operation.
+            unsafe {
+                // [a0 b0 a1 b1 | a4 b4 a5 b5] and [a2 b2 a3 b3 | a6 b6 a7 b7]; then the halves.
+                let (low, high) = (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+                (_mm256_permute2f128_ps::<0x20>(low, high), _mm256_permute2f128_ps::<0x31>(low, high))
+            }
+        }
     }
 
     /// AVX-512F, sixteen lanes in a `__m512`; partial accesses use `k` masks.
@@ -421,6 +490,76 @@ mod x86 {
         unsafe fn reduce_add(a: __m512) -> f32 {
             // SAFETY: AVX-512F is available (trait contract); register-only operation.
             unsafe { _mm512_reduce_add_ps(a) }
+        }
+        #[inline(always)]
+        unsafe fn split_even_odd(a: __m512, b: __m512) -> (__m512, __m512) {
+            // SAFETY: AVX-512F is available (trait contract); register-only operation.
+            unsafe {
+                // Indices 0..16 pick from `a`, 16..32 from `b`.
+                let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+                (_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b))
+            }
+        }
+        #[inline(always)]
+        unsafe fn merge_even_odd(a: __m512, b: __m512) -> (__m512, __m512) {
+            // SAFETY: AVX-512F is available (trait contract); register-only operation.
+            unsafe {
+                let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+                let high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+                (_mm512_permutex2var_ps(a, low, b), _mm512_permutex2var_ps(a, high, b))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `split_even_odd` and `merge_even_odd` on `S` against their definitions.
+    fn even_odd_round_trip<S: Simd>() {
+        let lanes = S::LANES;
+        let data: Vec<f32> = (0..2 * lanes).map(|i| i as f32).collect();
+        let (mut even, mut odd, mut low, mut high) = (vec![0.0; lanes], vec![0.0; lanes], vec![0.0; lanes], vec![0.0; lanes]);
+        // SAFETY: the caller checked that the CPU supports `S`; every slice
+        // holds `LANES` floats.
+        unsafe {
+            let (e, o) = S::split_even_odd(load_at::<S>(&data, 0), load_at::<S>(&data, lanes));
+            store_prefix::<S>(&mut even, e);
+            store_prefix::<S>(&mut odd, o);
+            let (l, h) = S::merge_even_odd(e, o);
+            store_prefix::<S>(&mut low, l);
+            store_prefix::<S>(&mut high, h);
+        }
+        assert_eq!(even, data.iter().copied().step_by(2).collect::<Vec<_>>());
+        assert_eq!(odd, data.iter().copied().skip(1).step_by(2).collect::<Vec<_>>());
+        assert_eq!([low, high].concat(), data);
+        // Loads past the end of a slice give zeros; stores write only the prefix.
+        let mut short = vec![-1.0; lanes + 1];
+        // SAFETY: as above.
+        unsafe { store_prefix::<S>(&mut short[..lanes - 1], load_at::<S>(&data[..lanes - 1], 0)) };
+        assert_eq!(short[..lanes - 1], data[..lanes - 1]);
+        assert_eq!(short[lanes - 1..], [-1.0, -1.0]);
+        // SAFETY: as above.
+        let beyond = unsafe { load_at::<S>(&data, 2 * lanes) };
+        let mut zeros = vec![1.0; lanes];
+        // SAFETY: as above.
+        unsafe { store_prefix::<S>(&mut zeros, beyond) };
+        assert!(zeros.iter().all(|&z| z == 0.0));
+    }
+
+    #[test]
+    fn even_odd_shuffles_on_every_instruction_set() {
+        even_odd_round_trip::<Portable>();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if crate::gemm::Isa::Avx2.is_available() {
+                even_odd_round_trip::<Avx2>();
+            }
+            if crate::gemm::Isa::Avx512.is_available() {
+                even_odd_round_trip::<Avx512>();
+            }
         }
     }
 }

@@ -17,7 +17,8 @@
 //! another and each GEMM is split over the pool ([`sgemm_par`]).
 
 use super::{blocks, expect_len, KernelError};
-use crate::gemm::{sgemm, sgemm_par, Activation, Bias, Epilogue, MatMut, MatRef, PackedA};
+use crate::gemm::simd::{load_at, store_prefix, Portable, Simd};
+use crate::gemm::{sgemm, sgemm_par, Activation, Bias, Epilogue, Isa, MatMut, MatRef, PackedA};
 use crate::pool::ThreadPool;
 use std::cell::RefCell;
 
@@ -218,6 +219,64 @@ fn pixel_block(k: usize, pix: usize, pointwise: bool) -> usize {
 /// into the padding), as many whole channels' rows as `cols` holds. `cols`
 /// must be zeroed.
 fn im2col(c: &Conv2d, x: &[f32], pixels: std::ops::Range<usize>, first_channel: usize, cols: &mut [f32]) {
+    match Isa::detect() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::detect` only returns an ISA this CPU supports.
+        Isa::Avx512 => unsafe { x86::im2col_avx512(c, x, pixels, first_channel, cols) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { x86::im2col_avx2(c, x, pixels, first_channel, cols) },
+        // SAFETY: the portable vectors run on any CPU.
+        _ => unsafe { im2col_on::<Portable>(c, x, pixels, first_channel, cols) },
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{im2col_on, Conv2d};
+    use crate::gemm::simd::{Avx2, Avx512};
+    use std::ops::Range;
+
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn im2col_avx512(c: &Conv2d, x: &[f32], pixels: Range<usize>, first_channel: usize, cols: &mut [f32]) {
+        // SAFETY: AVX-512F is available (this function's contract).
+        unsafe { im2col_on::<Avx512>(c, x, pixels, first_channel, cols) }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn im2col_avx2(c: &Conv2d, x: &[f32], pixels: Range<usize>, first_channel: usize, cols: &mut [f32]) {
+        // SAFETY: AVX2 and FMA are available (this function's contract).
+        unsafe { im2col_on::<Avx2>(c, x, pixels, first_channel, cols) }
+    }
+}
+
+/// `dst[i] = src[2i]` (zeros where `2i` is past `src`), in vectors: the
+/// stride-2 taps of a strided conv (ResNet's 7×7/2 stem).
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn take_even<S: Simd>(src: &[f32], dst: &mut [f32]) {
+    for at in (0..dst.len()).step_by(S::LANES) {
+        let n = (dst.len() - at).min(S::LANES);
+        // SAFETY: the CPU supports `S` (this function's contract).
+        unsafe {
+            let (even, _) = S::split_even_odd(load_at::<S>(src, 2 * at), load_at::<S>(src, 2 * at + S::LANES));
+            store_prefix::<S>(&mut dst[at..][..n], even);
+        }
+    }
+}
+
+/// [`im2col`] on `S`'s vectors.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn im2col_on<S: Simd>(c: &Conv2d, x: &[f32], pixels: std::ops::Range<usize>, first_channel: usize, cols: &mut [f32]) {
     let width = pixels.len();
     let channels = cols.len() / (c.kh * c.kw * width).max(1);
     let ((sh, sw), (dh, dw), (ph, pw)) = (c.stride, c.dilation, c.pad);
@@ -245,6 +304,9 @@ fn im2col(c: &Conv2d, x: &[f32], pixels: std::ops::Range<usize>, first_channel: 
                             let out = &mut seg[a - ox0..b - ox0];
                             if sw == 1 {
                                 out.copy_from_slice(&src[first as usize..][..b - a]);
+                            } else if sw == 2 {
+                                // SAFETY: the CPU supports `S` (this function's contract).
+                                unsafe { take_even::<S>(&src[first as usize..], out) };
                             } else {
                                 // Whole `sw`-element groups, so the strided
                                 // read vectorises as loads and shuffles; the

@@ -29,6 +29,7 @@ pub mod pool;
 pub mod reduce;
 mod scratch;
 pub mod softmax;
+pub mod winograd;
 
 /// Why a kernel cannot run on the slices it was given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

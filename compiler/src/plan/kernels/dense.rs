@@ -1,4 +1,5 @@
-//! Selection of the convolution kernels — direct depthwise, or GEMM over
+//! Selection of the convolution kernels — direct depthwise, Winograd
+//! F(2×2, 3×3) for 3×3 stride-1 convs with enough channels, or GEMM over
 //! im2col (or the input itself for 1×1 stride-1 unpadded convs) — and of fully
 //! connected layers
 //! (`Gemm` and `MatMul` with a constant weight), with weights packed once here.
@@ -9,7 +10,13 @@ use crate::plan::{ConvKernel, DenseKernel, Fused, Kernel, PackedWeights};
 use d2nn_runtime::kernels::conv::Conv2d;
 use d2nn_runtime::gemm::{MatRef, PackedA, PackedB};
 use d2nn_runtime::kernels::depthwise::Depthwise;
+use d2nn_runtime::kernels::winograd::{self, WinogradWeights};
 use std::sync::Arc;
+
+/// Fewest input and output channels for which a 3×3 stride-1 conv runs as
+/// Winograd F(2×2, 3×3): below that its transforms cost more than the
+/// multiplies it saves.
+const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 /// A 1-D or 2-D f32 convolution with constant weights (and bias), known
 /// channel and spatial dims, and explicit or resolvable padding.
@@ -78,9 +85,13 @@ pub(super) fn conv(graph: &Graph, node: NodeId, attrs: &ConvAttrs) -> Option<Ker
     if flat.len() != c_out * k || bias.as_ref().is_some_and(|b| b.len() != c_out) {
         return None;
     }
-    let packed = (0..group).map(|g| PackedA::pack(MatRef::row_major(&flat[g * mg * k..(g + 1) * mg * k], mg, k))).collect();
     let geometry = Conv2d { c_in, h, w: wd, c_out, oh, ow, kh, kw, stride: (sh, sw), dilation: (dh, dw), pad: (ph, pw), group };
-    Some(Kernel::Conv(ConvKernel { geometry, weights: PackedWeights::A(Arc::new(packed)), bias: bias.map(Arc::new), fused: Fused::default() }))
+    let weights = if winograd::suits(&geometry) && c_in >= WINOGRAD_MIN_CHANNELS && c_out >= WINOGRAD_MIN_CHANNELS {
+        PackedWeights::Winograd(Arc::new(WinogradWeights::new(&flat, c_out, c_in).ok()?))
+    } else {
+        PackedWeights::A(Arc::new((0..group).map(|g| PackedA::pack(MatRef::row_major(&flat[g * mg * k..(g + 1) * mg * k], mg, k))).collect()))
+    };
+    Some(Kernel::Conv(ConvKernel { geometry, weights, bias: bias.map(Arc::new), fused: Fused::default() }))
 }
 
 /// `Y = X·Bᵀ + c` (`Gemm`, transB = 1, constant B) or `Y = X·B + c`
