@@ -8,6 +8,10 @@
 //! `target/onnx-conformance` (or `$D2NNC_CONFORMANCE_DIR`). Integer graph
 //! inputs (axes, shapes, pads, indices) are bound as constants before
 //! loading, as an exporter would store them. The committed
+//! Cases with `If` or `Where` also run through the dynamic engines (guard
+//! analysis, then the interpreter's dynamic mode and the dynamic plan): their
+//! outputs must match the stored ones, and the dynamic interpreter's must
+//! equal the dense interpreter's bit for bit.
 //! `tests/conformance/expected.txt` lists each case's status; any case listed
 //! as `pass` that no longer passes fails the run. `D2NNC_BLESS=1` rewrites it.
 //! `D2NNC_CONFORMANCE_FILTER=substr` runs only matching cases and prints each.
@@ -27,6 +31,10 @@ use std::sync::Mutex;
 const SUITES: &[&str] = &["node", "simple", "pytorch-operator", "pytorch-converted"];
 /// Data sets whose model the plan refuses for runtime-dependent shapes.
 static DYNAMIC_SHAPE_CASES: AtomicUsize = AtomicUsize::new(0);
+/// Data sets with `If`/`Where` run through the dynamic engines, and how many
+/// of them the guard analysis found a decision in.
+static DYNAMIC_RUNS: AtomicUsize = AtomicUsize::new(0);
+static DYNAMIC_WITH_DECISIONS: AtomicUsize = AtomicUsize::new(0);
 
 const ATOL: f64 = 1e-4;
 const RTOL: f64 = 1e-3;
@@ -238,6 +246,26 @@ fn run_data_set(model: &ModelProto, dir: &Path, set: &Path) -> Result<(), Status
         ("interp, optimized", d2nnc::interp::run(&optimized, &feeds).map_err(|e| e.to_string())),
     ];
     runs.extend(plan.map(|p| ("plan", p)));
+    let dense = runs[1].1.clone();
+    if has_branching_op(&optimized) {
+        DYNAMIC_RUNS.fetch_add(1, Ordering::Relaxed);
+        let analysis = d2nnc::dynamic::analyze(&optimized, &[]);
+        if analysis.is_dynamic() {
+            DYNAMIC_WITH_DECISIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        let dynamic = d2nnc::interp::run_dynamic(&optimized, &analysis, &feeds, &Default::default()).map(|(outputs, _)| outputs).map_err(|e| e.to_string());
+        if let (Ok(dense), Ok(dynamic)) = (&dense, &dynamic) {
+            if let Some(k) = (0..dense.len()).find(|&k| !bitwise_equal(&dense[k], &dynamic[k])) {
+                return Err(Status::Fail(format!("interp, dynamic: output {k} differs from the dense interpreter's")));
+            }
+        }
+        runs.push(("interp, dynamic", dynamic));
+        match d2nnc::plan::lower_dynamic(&optimized, &analysis) {
+            Ok(program) => runs.push(("plan, dynamic", d2nnc::plan::Executor::new(std::sync::Arc::new(program)).run(&feeds).map_err(|e| e.to_string()))),
+            Err(LowerError::DynamicShape { .. }) => {}
+            Err(e) => runs.push(("plan, dynamic", Err(e.to_string()))),
+        }
+    }
     for (label, outputs) in runs {
         let outputs = outputs.map_err(|e| Status::Fail(format!("{label}: {e}")))?;
         if expected.len() != outputs.len() {
@@ -248,6 +276,17 @@ fn run_data_set(model: &ModelProto, dir: &Path, set: &Path) -> Result<(), Status
         }
     }
     Ok(())
+}
+
+/// Whether the graph (or a branch of an `If` in it) holds an `If` or a `Where`.
+fn has_branching_op(graph: &d2nnc::ir::Graph) -> bool {
+    graph.nodes.iter().any(|(_, n)| matches!(n.op.name(), "If" | "Where"))
+}
+
+/// Same shape, element type and values, floats compared by their bits.
+fn bitwise_equal(a: &Tensor, b: &Tensor) -> bool {
+    let bits = |t: &Tensor| t.to_f32_vec().into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    a.shape() == b.shape() && a.dtype() == b.dtype() && if a.dtype().is_float() { bits(a) == bits(b) } else { a.to_i64_vec() == b.to_i64_vec() }
 }
 
 /// Valid models that use what d2nnc does not support are `unsupported`; anything else is a failure.
@@ -368,6 +407,11 @@ fn report(cases: &[Case], results: &[Outcome], expected_path: &Path, filtered: b
     println!(
         "plan executor: ran every passing case except {} data sets whose shapes depend on runtime data (refused by lowering)",
         DYNAMIC_SHAPE_CASES.load(Ordering::Relaxed)
+    );
+    println!(
+        "dynamic engines: {} data sets with If/Where ran through the dynamic interpreter and plan ({} with guarded regions)",
+        DYNAMIC_RUNS.load(Ordering::Relaxed),
+        DYNAMIC_WITH_DECISIONS.load(Ordering::Relaxed)
     );
     let skipped = cases.len() - totals[0] - regressions.len();
     println!("conformance: {} passed, {} failed, {} skipped", totals[0], regressions.len(), skipped);

@@ -48,7 +48,7 @@ pub fn run_dynamic(
         })?;
         it.overrides.insert(knob.value, Arc::new(t));
     }
-    let batch = batch_of(graph, inputs);
+    let batch = sample_count(graph, inputs);
     it.dynamic = Some(State { analysis, trace: Trace::new(analysis, batch), samples: (0..batch).collect() });
     it.run_items(&analysis.body)?;
     let outputs = graph.outputs().iter().map(|&v| it.value(v).map(|t| (*t).clone())).collect::<Result<Vec<_>, _>>()?;
@@ -64,7 +64,10 @@ fn knob_names(analysis: &Analysis) -> String {
 }
 
 /// The batch of a call: axis 0 of the first input (1 for scalar inputs).
-fn batch_of(graph: &Graph, inputs: &HashMap<String, Tensor>) -> usize {
+/// The samples of a call: axis 0 of the first input (1 for a scalar). With a
+/// batch symbol this is its value; with a fixed batch, the decisions of a
+/// `[N, …]` model still have one row per sample.
+pub(crate) fn sample_count(graph: &Graph, inputs: &HashMap<String, Tensor>) -> usize {
     graph.inputs.first().and_then(|&v| inputs.get(&graph.values[v].name)).and_then(|t| t.shape().first().copied()).unwrap_or(1)
 }
 

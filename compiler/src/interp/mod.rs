@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use dynamic::{run_dynamic, Knobs};
-pub(crate) use dynamic::element as dynamic_element;
+pub(crate) use dynamic::{element as dynamic_element, sample_count};
 pub use profile::{NodeTiming, OpTiming, Profile};
 
 #[derive(Debug, thiserror::Error, PartialEq)]

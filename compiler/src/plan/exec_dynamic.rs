@@ -33,11 +33,13 @@ impl Executor {
             let values: Vec<(AtomId, Cow<d2nn_runtime::Tensor>)> =
                 atoms.iter().map(|&(a, buf)| self.read(p, buf, call).map(|t| (a, t))).collect::<Result<_, _>>()?;
             let value = |a: AtomId| values.iter().find(|(x, _)| *x == a).map(|(_, t)| t);
-            (0..call.batch)
+            // The frame's samples, not `call.batch`: with a fixed batch the
+            // arena has no batch symbol but the decisions still have a row per sample.
+            (0..call.samples.len())
                 .filter(|&i| b.local.eval(&mut |a| value(a).is_some_and(|t| analysis.atoms[a as usize].holds(element(t, i)))))
                 .collect()
         };
-        let needed: Vec<usize> = rows.iter().map(|&r| call.samples.get(r).copied().unwrap_or(r)).collect();
+        let needed: Vec<usize> = rows.iter().map(|&r| call.samples[r]).collect();
         let block_err = |reason: String| ExecError::Node { node: format!("R{block}"), op: "block".into(), reason };
         if rows.is_empty() {
             self.record(&analysis, block, &needed, 0);
@@ -48,7 +50,7 @@ impl Executor {
         }
         // A routed block reads its compacted copies even when every row runs.
         if b.mode != Mode::Routed {
-            self.record(&analysis, block, &needed, call.batch);
+            self.record(&analysis, block, &needed, call.samples.len());
             return self.block(p, body, call, profile);
         }
         self.record(&analysis, block, &needed, rows.len());
@@ -78,7 +80,7 @@ impl Executor {
         let Some(analysis) = p.dynamic.as_ref() else { return };
         if let Some(br) = analysis.branches.get(&node) {
             let samples = call.samples.clone();
-            self.record(analysis, br[if taken { 0 } else { 1 }], &samples, call.batch);
+            self.record(analysis, br[if taken { 0 } else { 1 }], &samples, samples.len());
         }
     }
 
