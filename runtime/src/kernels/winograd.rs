@@ -134,9 +134,10 @@ impl Tiling<'_> {
 /// block; no allocation in steady state).
 #[derive(Default)]
 struct Scratch {
-    /// Transformed input, `[16][C_in][ld]` (`ld` ≥ the block's tiles).
+    /// Transformed input: 16 `[C_in, ld]` matrices (`ld` ≥ the block's
+    /// tiles), [`position_stride`] apart.
     input: Vec<f32>,
-    /// GEMM results, `[16][C_out][ld]`.
+    /// GEMM results: 16 `[C_out, ld]` matrices.
     product: Vec<f32>,
     /// Four staged input rows.
     stage: Vec<f32>,
@@ -197,6 +198,14 @@ struct SharedOut(*mut f32, usize);
 // SAFETY: blocks write disjoint elements through it (see `store_pixels`).
 unsafe impl Sync for SharedOut {}
 
+/// Floats from one transformed position's `[channels, ld]` matrix to the
+/// next: two cache lines more than the matrix, so that the 16 positions of
+/// a tile, read or written together by the transforms, do not all fall in
+/// the same L1 sets (64 channels × 144 floats is exactly 9 pages apart).
+fn position_stride(channels: usize, ld: usize) -> usize {
+    channels * ld + 32
+}
+
 /// Transforms, multiplies and stores one block of tiles.
 #[allow(clippy::too_many_arguments)]
 fn run_block(t: &Tiling<'_>, w: &WinogradWeights, epi: &ConvEpilogue<'_>, x: &[f32], out: &SharedOut, tiles: Range<usize>, split: Option<&ThreadPool>, s: &mut Scratch) {
@@ -206,13 +215,13 @@ fn run_block(t: &Tiling<'_>, w: &WinogradWeights, epi: &ConvEpilogue<'_>, x: &[f
     // more apart, so a GEMM walking down a column does not keep hitting the
     // same L1 sets (a power-of-two stride of 8 KiB did, at ~70 GFLOP/s).
     let ld = nt.next_multiple_of(16) + 16;
-    s.input.resize(POSITIONS * c.c_in * ld, 0.0);
-    s.product.resize(POSITIONS * c.c_out * ld, 0.0);
+    s.input.resize(POSITIONS * position_stride(c.c_in, ld), 0.0);
+    s.product.resize(POSITIONS * position_stride(c.c_out, ld), 0.0);
     let isa = Isa::detect();
     input_on(isa, t, x, tiles.clone(), ld, &mut s.input, &mut s.stage);
     for (xi, u) in w.positions.iter().enumerate() {
-        let v = MatRef::new(&s.input[xi * c.c_in * ld..], c.c_in, nt, ld, 1);
-        let m = MatMut::new(&mut s.product[xi * c.c_out * ld..], c.c_out, nt, ld, 1);
+        let v = MatRef::new(&s.input[xi * position_stride(c.c_in, ld)..], c.c_in, nt, ld, 1);
+        let m = MatMut::new(&mut s.product[xi * position_stride(c.c_out, ld)..], c.c_out, nt, ld, 1);
         match split {
             Some(pool) => sgemm_par(pool, u, v, m, &Epilogue::default()),
             None => sgemm(u, v, m, &Epilogue::default()),
@@ -304,7 +313,7 @@ unsafe fn copy<S: Simd>(src: &[f32], dst: &mut [f32]) {
 }
 
 /// `V = Bᵀ·d·B` for every channel and tile of the block, into
-/// `v[(ξ·C_in + ci)·ld + tile]`, with
+/// `v[ξ·position_stride(C_in) + ci·ld + tile]`, with
 /// `Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]`;
 /// vectors run along the tiles of a segment.
 ///
@@ -354,7 +363,7 @@ unsafe fn transform_input<S: Simd>(t: &Tiling<'_>, x: &[f32], tiles: Range<usize
                     for k in 0..4 {
                         let out = [S::sub(h[0][k], h[2][k]), S::add(h[1][k], h[2][k]), S::sub(h[2][k], h[1][k]), S::sub(h[1][k], h[3][k])];
                         for (i, value) in out.into_iter().enumerate() {
-                            store_prefix::<S>(&mut v[((i * 4 + k) * c.c_in + ci) * ld + seg.at + j..][..n], value);
+                            store_prefix::<S>(&mut v[(i * 4 + k) * position_stride(c.c_in, ld) + ci * ld + seg.at + j..][..n], value);
                         }
                     }
                 }
@@ -416,8 +425,8 @@ unsafe fn transform_output<S: Simd>(t: &Tiling<'_>, epi: &ConvEpilogue<'_>, m: &
                 // SAFETY: as above.
                 unsafe {
                     // Position (i, k) of channel co is row (4i + k)·C_out + co.
-                    let row = |i: usize| (4 * i * c.c_out + co) * ld + seg.at;
-                    let stride = c.c_out * ld;
+                    let stride = position_stride(c.c_out, ld);
+                    let row = |i: usize| 4 * i * stride + co * ld + seg.at;
                     let (s0, d0) = row_sums::<S>(m, row(0), stride, len, j);
                     let (s1, d1) = row_sums::<S>(m, row(1), stride, len, j);
                     let (s2, d2) = row_sums::<S>(m, row(2), stride, len, j);
