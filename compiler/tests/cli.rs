@@ -1,6 +1,7 @@
 //! The `d2nnc` binary end to end: `run` writes outputs that match ONNX
-//! Runtime, `inspect` reports the model, and mistakes give a readable error
-//! and a non-zero exit status.
+//! Runtime (and, with `--report`, what dynamic execution skipped), knobs move
+//! the decisions, `inspect` reports the model, `bench` times dynamic and dense
+//! execution, and mistakes give a readable error and a non-zero exit status.
 
 use d2nn_runtime::npy::{read_npy, write_npy};
 use d2nn_runtime::Tensor;
@@ -206,4 +207,104 @@ fn bench_usage_mistakes_are_readable_errors() {
         assert!(!o.status.success(), "{args:?}");
         assert!(text(&o).contains(needle), "{args:?}: {}", text(&o));
     }
+}
+
+/// `run` on a fixture's stored input with `extra` arguments, outputs to a fresh folder.
+fn run_fixture(name: &str, tag: &str, extra: &[&str]) -> (Output, PathBuf) {
+    let out = temp_dir(tag);
+    let dir = fixture(name);
+    let model = dir.join("model.onnx");
+    let input = format!("input={}", dir.join("input_0.npy").display());
+    let mut args = vec!["run", model.to_str().unwrap(), "--input", &input, "--output-dir", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    (d2nnc(&args), out)
+}
+
+#[test]
+fn run_report_records_flops_regions_and_paths() {
+    for backend in ["interp", "plan"] {
+        let report_path = std::env::temp_dir().join(format!("d2nnc-cli-report-{backend}-{}.json", std::process::id()));
+        let report_arg = report_path.to_str().unwrap().to_string();
+        let (o, out) = run_fixture("early_exit_where", &format!("report-{backend}"), &["--backend", backend, "--report", &report_arg]);
+        assert!(o.status.success(), "{backend}: {}", text(&o));
+        let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+        std::fs::remove_file(&report_path).unwrap();
+        let (dense, executed) = (j["flops_dense"].as_f64().unwrap(), j["flops_executed"].as_f64().unwrap());
+        assert!(executed > 0.0 && executed < dense, "{backend}: the stored batch takes early exits: {j}");
+        assert_eq!(j["mode"], "dynamic");
+        assert_eq!(j["batch"], 8);
+        let regions = j["regions"].as_array().unwrap();
+        // A region runs on at least the rows that need it (exactly those when routed).
+        assert!(regions.iter().all(|r| r["rows"].as_u64().unwrap() <= r["rows_run"].as_u64().unwrap()), "{j}");
+        assert!(regions.iter().any(|r| r["rows"].as_u64().unwrap() > 0), "{j}");
+        let samples = j["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 8);
+        let paths = j["paths"].as_array().unwrap();
+        assert!(samples.iter().all(|s| paths.iter().any(|p| p["id"] == s["path"])), "every sample's path is listed: {j}");
+        // The outputs equal the reference (dynamic execution does not change results).
+        let got = read_npy(&out.join("logits.npy")).unwrap();
+        let want = read_npy(&fixture("early_exit_where").join("output_0.npy")).unwrap();
+        d2nnc::compare::compare(&got, &want, 1e-4, 1e-3).unwrap_or_else(|m| panic!("{backend}: {m}"));
+    }
+}
+
+#[test]
+fn knobs_move_the_exits_and_dense_runs_everything() {
+    let report = |tag: &str, extra: &[&str]| {
+        let path = std::env::temp_dir().join(format!("d2nnc-cli-{tag}-{}.json", std::process::id()));
+        let mut args = extra.to_vec();
+        let p = path.to_str().unwrap().to_string();
+        args.extend_from_slice(&["--report", &p]);
+        let (o, _) = run_fixture("early_exit_where", tag, &args);
+        assert!(o.status.success(), "{tag}: {}", text(&o));
+        let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        j
+    };
+    let ratio = |j: &serde_json::Value| j["flops_executed"].as_f64().unwrap() / j["flops_dense"].as_f64().unwrap();
+    // No probability exceeds 2: every sample runs to the end (only the exit heads are skipped).
+    let never = report("knob-never", &["--knob", "threshold=2"]);
+    // Every probability exceeds -1: every sample leaves at the first exit.
+    let always = report("knob-always", &["--knob", "threshold=-1"]);
+    let dense = report("dense", &["--dense"]);
+    assert!(ratio(&always) < ratio(&never) && ratio(&never) < 1.0, "{} {}", ratio(&always), ratio(&never));
+    assert_eq!(dense["mode"], "dense");
+    assert_eq!(ratio(&dense), 1.0);
+    assert_eq!(always["knobs"]["threshold"], -1.0);
+}
+
+#[test]
+fn knob_mistakes_name_the_knob() {
+    let (o, _) = run_fixture("early_exit_where", "knob-unknown", &["--knob", "treshold=0.3"]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(t.contains("treshold") && t.contains("threshold"), "names the unknown knob and the model's knobs: {t}");
+    let (o, _) = run_fixture("early_exit_where", "knob-nan", &["--knob", "threshold=NaN"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let (o, _) = run_fixture("early_exit_where", "knob-syntax", &["--knob", "threshold"]);
+    assert!(!o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn inspect_fix_prunes_a_region_that_can_never_run() {
+    let model = fixture("early_exit_where").join("model.onnx");
+    let o = d2nnc(&["inspect", model.to_str().unwrap(), "--fix", "threshold=1.0"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("if never") && t.contains("knobs (0)"), "{t}");
+}
+
+#[test]
+fn bench_times_dynamic_and_dense_in_one_run() {
+    let o = bench("early_exit_where", &["--json", "--iters", "2", "--warmup", "0"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("dynamic / dense time"), "{}", text(&o));
+    let j = last_json(&o);
+    assert_eq!(j["mode"], "dynamic");
+    for key in ["flops_dense", "flops_executed", "flops_ratio", "dense_median_ms", "time_ratio"] {
+        assert!(j[key].as_f64().is_some_and(|v| v > 0.0), "`{key}` is not a positive number in {j}");
+    }
+    assert!(j["flops_ratio"].as_f64().unwrap() < 1.0, "{j}");
+    let dense = last_json(&bench("early_exit_where", &["--json", "--iters", "1", "--warmup", "0", "--dense"]));
+    assert_eq!(dense["mode"], "dense");
 }
