@@ -10,8 +10,8 @@ if ! cargo +nightly miri --version >/dev/null 2>&1; then
 fi
 # Isolation off: the pool's tests read the CPU topology from /sys.
 export MIRIFLAGS="${MIRIFLAGS:--Zmiri-disable-isolation}"
-# The thread pool, the arena, the GEMM core, the depthwise kernel (SIMD over
-# padded strips), the conv kernel (disjoint output
-# views shared by threads) and the scratch buffers. `--skip kernels::pool::`
+# The thread pool, the arena, the GEMM core (and its vector helpers), the
+# depthwise kernel (SIMD over padded strips), the conv and Winograd kernels
+# (disjoint output views shared by threads) and the scratch buffers. `--skip kernels::pool::`
 # keeps the safe pooling kernel (whose module is also named pool) out.
-cargo +nightly miri test -p d2nn-runtime --lib -- pool:: arena:: gemm:: kernels::conv:: kernels::depthwise:: kernels::scratch:: --skip kernels::pool::
+cargo +nightly miri test -p d2nn-runtime --lib -- pool:: arena:: gemm:: kernels::conv:: kernels::winograd:: kernels::depthwise:: kernels::scratch:: --skip kernels::pool::
