@@ -331,12 +331,12 @@ unsafe fn im2col_on<S: Simd>(c: &Conv2d, x: &[f32], pixels: std::ops::Range<usiz
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[allow(clippy::too_many_arguments)]
-    fn naive(c: &Conv2d, w: &[f32], epi: &ConvEpilogue, x: &[f32], batch: usize) -> Vec<f32> {
+    /// The definition, in f64 (the reference of the conv kernels' tests).
+    pub(crate) fn naive(c: &Conv2d, w: &[f32], epi: &ConvEpilogue, x: &[f32], batch: usize) -> Vec<f32> {
         let (cg, mg) = (c.c_in / c.group, c.c_out / c.group);
         let mut y = vec![0.0f32; batch * c.c_out * c.oh * c.ow];
         for n in 0..batch {
@@ -372,7 +372,8 @@ mod tests {
         (0..c.group).map(|g| PackedA::pack(MatRef::row_major(&w[g * mg * k..][..mg * k], mg, k))).collect()
     }
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    /// `n` deterministic values in [-1, 1).
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n).map(|i| (((i as u32).wrapping_mul(2654435761u32) ^ seed) % 97) as f32 / 48.0 - 1.0).collect()
     }
 
@@ -397,7 +398,7 @@ mod tests {
         Ok(())
     }
 
-    fn activation() -> impl Strategy<Value = Activation> {
+    pub(crate) fn activation() -> impl Strategy<Value = Activation> {
         prop_oneof![Just(Activation::Identity), Just(Activation::Relu), Just(Activation::Clip { min: 0.0, max: 0.5 }), Just(Activation::Sigmoid)]
     }
 

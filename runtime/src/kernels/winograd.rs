@@ -485,40 +485,8 @@ unsafe fn store_pixels<S: Simd>(out: &SharedOut, offset: usize, count: usize, v:
 mod tests {
     use super::*;
     use crate::gemm::Activation;
+    use crate::kernels::conv::tests::{activation, naive, values};
     use proptest::prelude::*;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n).map(|i| (((i as u32).wrapping_mul(2654435761u32) ^ seed) % 97) as f32 / 48.0 - 1.0).collect()
-    }
-
-    /// The direct definition, in f64.
-    fn direct(c: &Conv2d, w: &[f32], epi: &ConvEpilogue, x: &[f32], batch: usize) -> Vec<f32> {
-        let mut y = vec![0.0f32; batch * c.c_out * c.oh * c.ow];
-        for n in 0..batch {
-            for co in 0..c.c_out {
-                for oy in 0..c.oh {
-                    for ox in 0..c.ow {
-                        let mut acc = epi.bias.map_or(0.0, |b| b[co] as f64);
-                        for ci in 0..c.c_in {
-                            for ki in 0..3 {
-                                for kj in 0..3 {
-                                    let (iy, ix) = ((oy + ki) as isize - c.pad.0 as isize, (ox + kj) as isize - c.pad.1 as isize);
-                                    if iy >= 0 && ix >= 0 && (iy as usize) < c.h && (ix as usize) < c.w {
-                                        let xv = x[((n * c.c_in + ci) * c.h + iy as usize) * c.w + ix as usize];
-                                        acc += w[((co * c.c_in + ci) * 3 + ki) * 3 + kj] as f64 * xv as f64;
-                                    }
-                                }
-                            }
-                        }
-                        let at = ((n * c.c_out + co) * c.oh + oy) * c.ow + ox;
-                        acc += epi.residual.map_or(0.0, |r| r[at] as f64);
-                        y[at] = epi.activation.apply(acc as f32);
-                    }
-                }
-            }
-        }
-        y
-    }
 
     fn geometry(c_in: usize, c_out: usize, h: usize, w: usize, pad: (usize, usize), end: (usize, usize)) -> Conv2d {
         let (oh, ow) = (h + pad.0 + end.0 - 2, w + pad.1 + end.1 - 2);
@@ -532,7 +500,7 @@ mod tests {
         let b = values(c.c_out, seed ^ 9);
         let r = values(batch * c.c_out * c.oh * c.ow, seed ^ 11);
         let epi = ConvEpilogue { bias: bias.then_some(&b[..]), residual: residual.then_some(&r[..]), activation };
-        let want = direct(c, &w, &epi, &x, batch);
+        let want = naive(c, &w, &epi, &x, batch);
         let weights = WinogradWeights::new(&w, c.c_out, c.c_in).map_err(|e| TestCaseError::fail(e.to_string()))?;
         for &threads in pools {
             let pool = ThreadPool::new(threads);
@@ -546,10 +514,6 @@ mod tests {
             }
         }
         Ok(())
-    }
-
-    fn activation() -> impl Strategy<Value = Activation> {
-        prop_oneof![Just(Activation::Identity), Just(Activation::Relu), Just(Activation::Clip { min: 0.0, max: 0.5 }), Just(Activation::Sigmoid)]
     }
 
     proptest! {
