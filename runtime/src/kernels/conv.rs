@@ -63,6 +63,22 @@ impl Conv2d {
         self.c_out * self.oh * self.ow * self.depth_per_group()
     }
 
+    /// Checks a call's slices against the geometry (the input a whole
+    /// number of samples, the output, bias and residual to match) and
+    /// returns the batch.
+    pub(crate) fn check_call(&self, epi: &ConvEpilogue<'_>, x: &[f32], y: &[f32]) -> Result<usize, KernelError> {
+        self.validate()?;
+        let batch = blocks("input", x.len(), self.c_in * self.h * self.w)?;
+        expect_len("output", y.len(), batch * self.c_out * self.oh * self.ow)?;
+        if let Some(b) = epi.bias {
+            expect_len("bias", b.len(), self.c_out)?;
+        }
+        if let Some(r) = epi.residual {
+            expect_len("residual", r.len(), y.len())?;
+        }
+        Ok(batch)
+    }
+
     fn validate(&self) -> Result<(), KernelError> {
         let bad = |why: &str| Err(KernelError::Geometry(why.into()));
         if self.group == 0 || !self.c_in.is_multiple_of(self.group) || !self.c_out.is_multiple_of(self.group) {
@@ -101,20 +117,12 @@ thread_local! {
 /// (the batch is `x.len()` over one sample's size). `weights` holds one
 /// packed `[C_out/group, C_in/group·kh·kw]` matrix per group.
 pub fn conv2d(c: &Conv2d, weights: &[PackedA], epi: ConvEpilogue<'_>, x: &[f32], y: &mut [f32], pool: &ThreadPool) -> Result<(), KernelError> {
-    c.validate()?;
+    let batch = c.check_call(&epi, x, y)?;
     let (sample_in, sample_out) = (c.c_in * c.h * c.w, c.c_out * c.oh * c.ow);
-    let batch = blocks("input", x.len(), sample_in)?;
-    expect_len("output", y.len(), batch * sample_out)?;
     let (mg, k, pix) = (c.rows_per_group(), c.depth_per_group(), c.oh * c.ow);
     expect_len("weights (groups)", weights.len(), c.group)?;
     if let Some(w) = weights.iter().find(|w| w.rows() != mg || w.cols() != k) {
         return Err(KernelError::Geometry(format!("a packed weight is {}x{}, expected {mg}x{k}", w.rows(), w.cols())));
-    }
-    if let Some(b) = epi.bias {
-        expect_len("bias", b.len(), c.c_out)?;
-    }
-    if let Some(r) = epi.residual {
-        expect_len("residual", r.len(), y.len())?;
     }
     if batch == 0 || sample_out == 0 {
         return Ok(());

@@ -24,7 +24,7 @@
 //! d2nnc keeps ONNX Runtime's tolerances without re-checking every model).
 
 use super::conv::{Conv2d, ConvEpilogue};
-use super::{blocks, expect_len, KernelError};
+use super::{expect_len, KernelError};
 use crate::gemm::simd::{load_at, store_prefix, Portable, Simd};
 use crate::gemm::{sgemm, sgemm_par, Epilogue, Isa, MatMut, MatRef, PackedA};
 use crate::pool::ThreadPool;
@@ -157,16 +157,8 @@ pub fn winograd_conv3x3(c: &Conv2d, weights: &WinogradWeights, epi: ConvEpilogue
     if weights.channels() != (c.c_out, c.c_in) {
         return Err(KernelError::Geometry(format!("the weights are for {:?} channels, the convolution has {:?}", weights.channels(), (c.c_out, c.c_in))));
     }
-    let (sample_in, sample_out) = (c.c_in * c.h * c.w, c.c_out * c.oh * c.ow);
-    let batch = blocks("input", x.len(), sample_in)?;
-    expect_len("output", y.len(), batch * sample_out)?;
-    if let Some(b) = epi.bias {
-        expect_len("bias", b.len(), c.c_out)?;
-    }
-    if let Some(r) = epi.residual {
-        expect_len("residual", r.len(), y.len())?;
-    }
-    if batch == 0 || sample_out == 0 {
+    let batch = c.check_call(&epi, x, y)?;
+    if batch == 0 || c.c_out * c.oh * c.ow == 0 {
         return Ok(());
     }
     let tiling = Tiling { c, tiles_x: c.ow.div_ceil(2), per_sample: c.oh.div_ceil(2) * c.ow.div_ceil(2) };
