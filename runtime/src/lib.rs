@@ -6,8 +6,9 @@
 //! intra-op parallelism, the f32 [`gemm`] core (packed weights, fused
 //! bias/activation/residual epilogue, AVX-512 / AVX2 / portable micro-kernels)
 //! that conv, `Gemm`/`MatMul` and fully-connected layers call, and the
-//! cheap-op [`kernels`] (elementwise, pooling, softmax, reductions, batch norm).
-//! Routing helpers for dynamic execution join it with that issue.
+//! cheap-op [`kernels`] (elementwise, pooling, softmax, reductions, batch norm,
+//! Winograd and depthwise convolutions), and the [`weights`] file a generated
+//! crate embeds.
 
 pub mod arena;
 pub mod gemm;
@@ -15,5 +16,6 @@ pub mod kernels;
 pub mod npy;
 pub mod pool;
 pub mod tensor;
+pub mod weights;
 
 pub use tensor::{DType, Tensor, TensorError};
