@@ -7,14 +7,16 @@
 //! bias/activation/residual epilogue, AVX-512 / AVX2 / portable micro-kernels)
 //! that conv, `Gemm`/`MatMul` and fully-connected layers call, and the
 //! cheap-op [`kernels`] (elementwise, pooling, softmax, reductions, batch norm,
-//! Winograd and depthwise convolutions), and the [`weights`] file a generated
-//! crate embeds.
+//! Winograd and depthwise convolutions), the per-sample [`routing`] of
+//! dynamic execution (row gather, scatter and masks), and the [`weights`]
+//! file a generated crate embeds.
 
 pub mod arena;
 pub mod gemm;
 pub mod kernels;
 pub mod npy;
 pub mod pool;
+pub mod routing;
 pub mod tensor;
 pub mod weights;
 

@@ -7,6 +7,7 @@ use super::{BufferId, Program, Step, Storage};
 use crate::dynamic::{AtomId, BlockId, Mode};
 use crate::interp::dynamic_element as element;
 use crate::interp::Profile;
+use d2nn_runtime::routing;
 use std::borrow::Cow;
 
 impl Executor {
@@ -97,17 +98,7 @@ impl Executor {
         let Some(rb) = Self::row_bytes(p, full) else {
             return Err(format!("`{}` does not scale with the batch and cannot be compacted", p.buffers[full].name));
         };
-        self.with_io::<u8>(p, &[full], twin, call, |ins, out| {
-            let src = ins[0];
-            for (i, &r) in rows.iter().enumerate() {
-                let (from, to) = (src.get(r * rb..(r + 1) * rb), out.get_mut(i * rb..(i + 1) * rb));
-                match (from, to) {
-                    (Some(from), Some(to)) => to.copy_from_slice(from),
-                    _ => return Err(format!("row {r} is outside the buffer")),
-                }
-            }
-            Ok(())
-        })
+        self.with_io::<u8>(p, &[full], twin, call, |ins, out| routing::gather_rows(ins[0], rb, rows, out).map_err(|e| e.to_string()))
     }
 
     /// Expands a buffer holding `rows.len()` compacted rows in place to the
@@ -120,26 +111,16 @@ impl Executor {
         let off = self.offset(p, slot, call, buffer).map_err(|e| e.to_string())?;
         let rb = Self::row_bytes(p, b);
         let data = self.arena.view_mut::<u8>(off, bytes).map_err(|e| format!("buffer `{}`: {e}", buffer.name))?;
-        let Some(rb) = rb.filter(|_| !rows.is_empty()) else {
-            if rows.is_empty() {
+        match rb {
+            Some(rb) => routing::scatter_rows(data, rb, rows).map_err(|e| e.to_string()),
+            // A buffer without a batch axis holds no rows to move: it is kept
+            // when the block ran and zeroed when it did not.
+            None if rows.is_empty() => {
                 data.fill(0);
+                Ok(())
             }
-            return Ok(());
-        };
-        for (i, &r) in rows.iter().enumerate().rev() {
-            if r != i {
-                data.copy_within(i * rb..(i + 1) * rb, r * rb);
-            }
+            None => Ok(()),
         }
-        let mut next = rows.iter().peekable();
-        for r in 0..call.batch {
-            if next.peek() == Some(&&r) {
-                next.next();
-            } else {
-                data[r * rb..(r + 1) * rb].fill(0);
-            }
-        }
-        Ok(())
     }
 
     /// [`Step::Mask`]: zeroes the rows of `output` whose gate is 0.
@@ -164,11 +145,6 @@ impl Executor {
             return Ok(());
         }
         let rb = bytes / closed.len().max(1);
-        for (r, &c) in closed.iter().enumerate() {
-            if c {
-                data[r * rb..(r + 1) * rb].fill(0);
-            }
-        }
-        Ok(())
+        routing::zero_rows(data, rb, |r| closed[r]).map_err(|e| e.to_string())
     }
 }
