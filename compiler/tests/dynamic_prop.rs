@@ -634,8 +634,8 @@ fn nan_controller_logit_does_not_exit() {
     let x = Tensor::from_f32(&[5, 4], x).unwrap();
     for knobs in [Knobs::new(), Knobs::from([(analysis.knobs[0].name.clone(), -1.0e30)])] {
         let trace = check(&graph, &analysis, &program, x.clone(), &knobs);
-        assert!(!trace.sample_blocks[2].contains(&exit_block), "the NaN sample exited (knobs {knobs:?}): {:?}", trace.sample_blocks);
-        assert!(trace.sample_blocks[2].contains(&deeper_block), "the NaN sample skipped the deeper block (knobs {knobs:?})");
+        assert!(!trace.sample_regions[2].contains(&exit_block), "the NaN sample exited (knobs {knobs:?}): {:?}", trace.sample_regions);
+        assert!(trace.sample_regions[2].contains(&deeper_block), "the NaN sample skipped the deeper block (knobs {knobs:?})");
         if !knobs.is_empty() {
             assert_eq!(trace.rows[exit_block], 4, "every finite sample exits at threshold -1e30");
         }

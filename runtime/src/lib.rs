@@ -8,8 +8,8 @@
 //! that conv, `Gemm`/`MatMul` and fully-connected layers call, and the
 //! cheap-op [`kernels`] (elementwise, pooling, softmax, reductions, batch norm,
 //! Winograd and depthwise convolutions), the per-sample [`routing`] of
-//! dynamic execution (row gather, scatter and masks), and the [`weights`]
-//! file a generated crate embeds.
+//! dynamic execution (row gather, scatter and masks) and its [`trace`], and
+//! the [`weights`] file a generated crate embeds.
 
 pub mod arena;
 pub mod gemm;
@@ -18,6 +18,7 @@ pub mod npy;
 pub mod pool;
 pub mod routing;
 pub mod tensor;
+pub mod trace;
 pub mod weights;
 
 pub use tensor::{DType, Tensor, TensorError};

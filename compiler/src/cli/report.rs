@@ -49,7 +49,7 @@ pub fn report(model: &Path, backend: Backend, graph: &Graph, analysis: &Analysis
             .enumerate()
             .map(|(i, p)| {
                 let decisions: serde_json::Map<String, Value> = p.decisions.iter().map(|(n, v)| (n.clone(), json!(v))).collect();
-                let count = trace.map_or(0, |t| (0..t.batch).filter(|&s| t.path_of(analysis, s) == Some(i)).count());
+                let count = trace.map_or(0, |t| (0..t.batch).filter(|&s| t.path_of(&analysis.trace_spec, s) == Some(i)).count());
                 json!({ "id": i, "regions": p.blocks, "flops": p.flops, "decisions": decisions, "samples": count })
             })
             .collect()
@@ -57,9 +57,9 @@ pub fn report(model: &Path, backend: Backend, graph: &Graph, analysis: &Analysis
     let samples: Vec<Value> = match trace {
         Some(t) => (0..t.batch)
             .map(|s| {
-                let mut regions = t.sample_blocks[s].clone();
+                let mut regions = t.sample_regions[s].clone();
                 regions.sort_unstable();
-                json!({ "index": s, "path": t.path_of(analysis, s), "regions": regions })
+                json!({ "index": s, "path": t.path_of(&analysis.trace_spec, s), "regions": regions })
             })
             .collect(),
         None => Vec::new(),

@@ -1,6 +1,7 @@
 //! Guard analysis: the guard of every node, the gated `Mul`s, the knobs,
 //! and the compile-time folding of decisions on fixed thresholds.
 
+use d2nn_runtime::trace::TraceSpec;
 use super::decision::{decision_scope, Decisions};
 use super::guard::Guard;
 use super::{Analysis, AtomKind, Knob, Scope};
@@ -56,9 +57,11 @@ pub fn analyze(graph: &Graph, fixed: &[String]) -> Analysis {
         dense_flops_fixed: 0,
         paths: None,
         batch,
+        trace_spec: TraceSpec::default(),
     };
     super::schedule::build(graph, &mut analysis, &branch_guards, &separability);
     super::paths::count(graph, &mut analysis);
+    analysis.trace_spec = super::paths::trace_spec(&analysis);
     analysis
 }
 

@@ -30,7 +30,8 @@ mod schedule;
 
 pub use analyze::{analyze, fix_knobs, KnobError};
 pub use guard::{AtomId, Guard, GuardDisplay};
-pub use paths::{Path, Trace};
+pub use d2nn_runtime::trace::{Trace, TraceSpec};
+pub use paths::Path;
 
 use crate::ir::{NodeId, Symbol, ValueId};
 use std::collections::HashMap;
@@ -174,6 +175,8 @@ pub struct Analysis {
     pub paths: Option<Vec<Path>>,
     /// The batch symbol (routing needs one).
     pub batch: Option<Symbol>,
+    /// Region costs and paths for recording a [`Trace`].
+    pub trace_spec: TraceSpec,
 }
 
 impl Analysis {

@@ -1,7 +1,8 @@
-//! Paths and traces: every distinct way through the network with its FLOPs
-//! (for `inspect`), and what one run did (for `--report` and the bench's
-//! executed FLOPs).
+//! Paths: every distinct way through the network with its FLOPs (for
+//! `inspect`), and the [`TraceSpec`] that runs record their trace against
+//! (for `--report` and the bench's executed FLOPs).
 
+use d2nn_runtime::trace::{RegionCost, TraceSpec};
 use super::{Analysis, AtomKind, BlockId};
 use crate::ir::{Graph, ValueId};
 use std::collections::HashMap;
@@ -88,56 +89,12 @@ pub(super) fn count(_graph: &Graph, analysis: &mut Analysis) {
     analysis.paths = Some(paths);
 }
 
-/// What one dynamic run did.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Trace {
-    pub batch: usize,
-    /// Per block: the samples whose guard held.
-    pub rows: Vec<usize>,
-    /// Per block: the rows it was computed on (more than `rows` for a
-    /// whole-batch block).
-    pub rows_run: Vec<usize>,
-    /// Per sample: the blocks it entered, in entry order.
-    pub sample_blocks: Vec<Vec<BlockId>>,
-    pub flops_executed: u64,
-}
-
-impl Trace {
-    /// An empty trace of a run at batch `batch`, with the root's FLOPs counted.
-    pub fn new(analysis: &Analysis, batch: usize) -> Trace {
-        Trace {
-            batch,
-            rows: vec![0; analysis.blocks.len()],
-            rows_run: vec![0; analysis.blocks.len()],
-            sample_blocks: vec![Vec::new(); batch],
-            flops_executed: analysis.root_flops_per_sample.saturating_mul(batch as u64).saturating_add(analysis.root_flops_fixed),
-        }
-    }
-
-    /// Records that block `b` ran on `rows_run` rows for the (global)
-    /// samples `samples`, whose guard held.
-    pub fn enter(&mut self, analysis: &Analysis, b: BlockId, samples: &[usize], rows_run: usize) {
-        self.rows[b] += samples.len();
-        self.rows_run[b] += rows_run;
-        for &s in samples {
-            if let Some(list) = self.sample_blocks.get_mut(s) {
-                list.push(b);
-            }
-        }
-        if rows_run > 0 {
-            let block = &analysis.blocks[b];
-            self.flops_executed = self
-                .flops_executed
-                .saturating_add(block.flops_per_sample.saturating_mul(rows_run as u64))
-                .saturating_add(block.flops_fixed);
-        }
-    }
-
-    /// The index in [`Analysis::paths`] of the path sample `s` took.
-    pub fn path_of(&self, analysis: &Analysis, s: usize) -> Option<usize> {
-        let mut blocks = self.sample_blocks.get(s)?.clone();
-        blocks.sort_unstable();
-        blocks.dedup();
-        analysis.paths.as_ref()?.iter().position(|p| p.blocks == blocks)
+/// The costs and paths a [`Trace`](d2nn_runtime::trace::Trace) of this
+/// analysis is recorded against (block ids are region indices).
+pub(super) fn trace_spec(analysis: &Analysis) -> TraceSpec {
+    TraceSpec {
+        root: RegionCost { flops_per_sample: analysis.root_flops_per_sample, flops_fixed: analysis.root_flops_fixed },
+        regions: analysis.blocks.iter().map(|b| RegionCost { flops_per_sample: b.flops_per_sample, flops_fixed: b.flops_fixed }).collect(),
+        paths: analysis.paths.as_ref().map(|paths| paths.iter().map(|p| p.blocks.clone()).collect()),
     }
 }

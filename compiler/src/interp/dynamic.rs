@@ -49,7 +49,7 @@ pub fn run_dynamic(
         it.overrides.insert(knob.value, Arc::new(t));
     }
     let batch = sample_count(graph, inputs);
-    it.dynamic = Some(State { analysis, trace: Trace::new(analysis, batch), samples: (0..batch).collect() });
+    it.dynamic = Some(State { analysis, trace: Trace::new(&analysis.trace_spec, batch), samples: (0..batch).collect() });
     it.run_items(&analysis.body)?;
     let outputs = graph.outputs().iter().map(|&v| it.value(v).map(|t| (*t).clone())).collect::<Result<Vec<_>, _>>()?;
     let trace = it.dynamic.take().map(|s| s.trace).unwrap_or_default();
@@ -209,7 +209,7 @@ impl<'g> Interp<'g, '_> {
 
     fn record(&mut self, b: usize, samples: &[usize], rows_run: usize) {
         if let Some(s) = self.dynamic.as_mut() {
-            s.trace.enter(s.analysis, b, samples, rows_run);
+            s.trace.enter(&s.analysis.trace_spec, b, samples, rows_run);
         }
     }
 
@@ -234,7 +234,7 @@ impl<'g> Interp<'g, '_> {
         if let Some(br) = s.analysis.branches.get(&n) {
             let b = br[if taken { 0 } else { 1 }];
             let samples = s.samples.clone();
-            s.trace.enter(s.analysis, b, &samples, samples.len());
+            s.trace.enter(&s.analysis.trace_spec, b, &samples, samples.len());
         }
     }
 

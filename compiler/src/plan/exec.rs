@@ -155,7 +155,7 @@ impl Executor {
         let feeds: SmallVec<[&Tensor; 4]> = g.inputs.iter().map(|&v| &inputs[&g.values[v].name]).collect();
         let knobs = Arc::clone(&self.knobs);
         let samples: Vec<usize> = if program.dynamic.is_some() { (0..interp::sample_count(g, inputs)).collect() } else { Vec::new() };
-        self.trace = program.dynamic.as_ref().map(|a| crate::dynamic::Trace::new(a, samples.len()));
+        self.trace = program.dynamic.as_ref().map(|a| crate::dynamic::Trace::new(&a.trace_spec, samples.len()));
         let call = Call { inputs: &feeds, batch, layout: batch, bindings, knobs: &knobs, samples };
         self.block(&program, &program.body, &call, &mut profile)?;
         if let Some(p) = profile {

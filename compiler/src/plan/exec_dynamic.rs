@@ -72,7 +72,7 @@ impl Executor {
 
     fn record(&mut self, analysis: &crate::dynamic::Analysis, block: BlockId, samples: &[usize], rows_run: usize) {
         if let Some(t) = self.trace.as_mut() {
-            t.enter(analysis, block, samples, rows_run);
+            t.enter(&analysis.trace_spec, block, samples, rows_run);
         }
     }
 
