@@ -531,6 +531,32 @@ mod tests {
     }
 
     #[test]
+    fn a_nan_input_stays_within_the_tiles_whose_patches_hold_it() {
+        // 2 channels, 8×8, pad 1: tiles are 2×2 output blocks, patch of tile
+        // (ty, tx) = input rows 2ty-1..2ty+3, columns 2tx-1..2tx+3.
+        let c = geometry(2, 3, 8, 8, (1, 1), (1, 1));
+        let w = values(3 * 2 * 9, 1);
+        let mut x = values(2 * 64, 2);
+        let (ny, nx) = (4usize, 5usize);
+        x[64 + ny * 8 + nx] = f32::NAN;
+        let weights = WinogradWeights::new(&w, 3, 2).unwrap();
+        let mut y = vec![0.0; 3 * 64];
+        winograd_conv3x3(&c, &weights, ConvEpilogue::default(), &x, &mut y, &ThreadPool::new(1)).unwrap();
+        let in_patch = |t: usize, n: usize| (2 * t) as isize - 1 <= n as isize && n as isize <= (2 * t + 2) as isize;
+        for co in 0..3 {
+            for oy in 0..8 {
+                for ox in 0..8 {
+                    let v = y[(co * 8 + oy) * 8 + ox];
+                    let in_window = oy.abs_diff(ny) <= 1 && ox.abs_diff(nx) <= 1;
+                    let tile_touched = in_patch(oy / 2, ny) && in_patch(ox / 2, nx);
+                    assert!(!in_window || v.is_nan(), "({co}, {oy}, {ox}) reads the NaN");
+                    assert!(tile_touched || v.is_finite(), "({co}, {oy}, {ox}): NaN beyond the tiles holding it");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn bad_calls_are_errors() {
         let c = geometry(2, 3, 4, 4, (1, 1), (1, 1));
         let weights = WinogradWeights::new(&values(54, 1), 3, 2).unwrap();
