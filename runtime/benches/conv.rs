@@ -1,12 +1,15 @@
 //! Convolution benchmark over ResNet-50's conv layers (batch 1): the
 //! runtime's `conv2d` (blocked im2col + packed GEMM, fused bias + ReLU) on
 //! one and on two threads, next to a peer measured in the same run — the
-//! whole im2col matrix followed by `matrixmultiply`'s sgemm, one thread.
+//! whole im2col matrix followed by `matrixmultiply`'s sgemm, one thread —
+//! and, for the 3×3 stride-1 layers, Winograd F(2×2, 3×3) (the kernel the
+//! plan picks for them) on one thread.
 //!
-//! Run: `cargo bench -p d2nn-runtime --bench conv` (about 1.5 minutes). The
+//! Run: `cargo bench -p d2nn-runtime --bench conv` (about 2 minutes). The
 //! final table gives each layer's median GFLOP/s, its fraction of the FMA
 //! peak measured by a loop at the start and end of the run, the two-thread
-//! speed-up and the ratio to the peer.
+//! speed-up, the ratio to the peer, and Winograd's effective GFLOP/s (the
+//! direct conv's FLOPs over its time) with its speed-up over `conv2d`.
 
 mod common;
 
@@ -14,6 +17,7 @@ use common::{bench, config, data, measured_peak, median, PEAK_BEFORE};
 use criterion::{criterion_group, criterion_main, Criterion};
 use d2nn_runtime::gemm::{Activation, MatRef, PackedA};
 use d2nn_runtime::kernels::conv::{conv2d, Conv2d, ConvEpilogue};
+use d2nn_runtime::kernels::winograd::{self, winograd_conv3x3, WinogradWeights};
 use d2nn_runtime::pool::ThreadPool;
 use std::hint::black_box;
 
@@ -83,6 +87,10 @@ fn layers(crit: &mut Criterion) {
             let id = format!("d2nn-{}t", pool.threads());
             bench(crit, label, &id, f, || conv2d(&c, &packed, epi, black_box(&x), &mut y, pool).expect("valid geometry"));
         }
+        if winograd::suits(&c) {
+            let weights = WinogradWeights::new(&w, c_out, c_in).expect("a 3x3 weight");
+            bench(crit, label, "winograd-1t", f, || winograd_conv3x3(&c, &weights, epi, black_box(&x), &mut y, &pools[0]).expect("valid geometry"));
+        }
         let mut col = vec![0.0f32; depth * pix];
         bench(crit, label, "im2col+matrixmultiply", f, || {
             im2col_whole(&c, black_box(&x), &mut col);
@@ -100,19 +108,21 @@ fn report(_: &mut Criterion) {
     let peak = before.max(after);
     println!();
     println!("FMA-loop peak measured before / after: {before:.1} / {after:.1} GFLOP/s (one core)");
-    println!("{:<22} {:>9} {:>7} {:>9} {:>7} {:>9} {:>8}", "layer", "1 thread", "%peak", "2 threads", "2t/1t", "peer", "1t/peer");
+    println!("{:<22} {:>9} {:>7} {:>9} {:>7} {:>9} {:>8} {:>9} {:>8}", "layer", "1 thread", "%peak", "2 threads", "2t/1t", "peer", "1t/peer", "winograd", "wino/1t");
     for &(label, c_in, hw, c_out, k, s) in LAYERS {
         let f = flops(&geometry(c_in, hw, c_out, k, s)) as f64;
         let gf = |id: &str| median(&format!("{label}/{id}")).map_or(f64::NAN, |t| f / t / 1e9);
-        let (one, two, peer) = (gf("d2nn-1t"), gf("d2nn-2t"), gf("im2col+matrixmultiply"));
+        let (one, two, peer, wino) = (gf("d2nn-1t"), gf("d2nn-2t"), gf("im2col+matrixmultiply"), gf("winograd-1t"));
+        let wino = if wino.is_nan() { format!("{:>9} {:>8}", "-", "-") } else { format!("{wino:>9.1} {:>7.2}x", wino / one) };
         println!(
-            "{label:<22} {one:>9.1} {:>6.1}% {two:>9.1} {:>6.2}x {peer:>9.1} {:>7.2}x",
+            "{label:<22} {one:>9.1} {:>6.1}% {two:>9.1} {:>6.2}x {peer:>9.1} {:>7.2}x {wino}",
             one / peak * 100.0,
             two / one,
             one / peer
         );
     }
-    println!("(GFLOP/s from per-sample medians, bias + ReLU fused; peer = whole im2col, then matrixmultiply sgemm, one thread)");
+    println!("(GFLOP/s from per-sample medians, bias + ReLU fused; peer = whole im2col, then matrixmultiply sgemm, one thread;");
+    println!(" winograd = F(2x2, 3x3) on one thread, effective GFLOP/s = the direct conv's FLOPs over its time)");
 }
 
 criterion_group! {

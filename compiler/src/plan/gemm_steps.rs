@@ -13,7 +13,15 @@ pub(super) fn conv(c: &ConvKernel, x: &[f32], residual: Option<&[f32]>, y: &mut 
     let epi = ConvEpilogue { bias: c.bias.as_deref().map(Vec::as_slice), residual, activation: c.fused.activation };
     match &c.weights {
         PackedWeights::A(groups) => conv2d(&c.geometry, groups, epi, x, y, pool),
-        PackedWeights::Winograd(w) => winograd_conv3x3(&c.geometry, w, epi, x, y, pool),
+        PackedWeights::Winograd { transformed, direct } => {
+            let g = &c.geometry;
+            let samples = x.len() / (g.c_in * g.h * g.w).max(1);
+            let tiles = samples * g.oh.div_ceil(2) * g.ow.div_ceil(2);
+            match direct {
+                Some(direct) if tiles < super::WINOGRAD_MIN_TILES => conv2d(g, direct, epi, x, y, pool),
+                _ => winograd_conv3x3(g, transformed, epi, x, y, pool),
+            }
+        }
         PackedWeights::B(_) => return Err("convolution weights must be packed as the left operand".into()),
     }
     .map_err(|e| e.to_string())

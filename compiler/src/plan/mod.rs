@@ -169,16 +169,30 @@ pub enum PackedWeights {
     /// The right operand of a fully connected layer.
     B(Arc<d2nn_runtime::gemm::PackedB>),
     /// The 16 transformed matrices of a 3×3 stride-1 convolution computed by
-    /// Winograd F(2×2, 3×3).
-    Winograd(Arc<d2nn_runtime::kernels::winograd::WinogradWeights>),
+    /// Winograd F(2×2, 3×3); for a small image also the im2col packing,
+    /// used when a call has too few tiles for Winograd's GEMMs
+    /// ([`WINOGRAD_MIN_TILES`]).
+    Winograd { transformed: Arc<d2nn_runtime::kernels::winograd::WinogradWeights>, direct: Option<Arc<Vec<d2nn_runtime::gemm::PackedA>>> },
 }
+
+/// Fewest output tiles (2×2 pixels) in a call for which a 3×3 conv runs
+/// as Winograd: below that each of its 16 GEMMs has too few columns to
+/// amortise streaming its weight matrix (ResNet's 7×7 layer4 at batch 1 has
+/// 16 tiles and ran at 0.76× im2col's speed).
+pub const WINOGRAD_MIN_TILES: usize = 64;
 
 impl std::fmt::Debug for PackedWeights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PackedWeights::A(groups) => write!(f, "PackedA x{} ({} bytes)", groups.len(), groups.iter().map(|g| g.bytes()).sum::<usize>()),
             PackedWeights::B(b) => write!(f, "PackedB {}x{} ({} bytes)", b.rows(), b.cols(), b.bytes()),
-            PackedWeights::Winograd(w) => write!(f, "Winograd F(2x2,3x3) ({} bytes)", w.bytes()),
+            PackedWeights::Winograd { transformed, direct } => {
+                write!(f, "Winograd F(2x2,3x3) ({} bytes)", transformed.bytes())?;
+                match direct {
+                    Some(d) => write!(f, " + PackedA x{} for small batches ({} bytes)", d.len(), d.iter().map(|g| g.bytes()).sum::<usize>()),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }

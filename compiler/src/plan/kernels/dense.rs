@@ -6,7 +6,7 @@
 
 use super::{f32_input, f32_output, known_volume, shape};
 use crate::ir::{ConvAttrs, Graph, NodeId, Padding};
-use crate::plan::{ConvKernel, DenseKernel, Fused, Kernel, PackedWeights};
+use crate::plan::{ConvKernel, DenseKernel, Fused, Kernel, PackedWeights, WINOGRAD_MIN_TILES};
 use d2nn_runtime::kernels::conv::Conv2d;
 use d2nn_runtime::gemm::{MatRef, PackedA, PackedB};
 use d2nn_runtime::kernels::depthwise::Depthwise;
@@ -86,10 +86,14 @@ pub(super) fn conv(graph: &Graph, node: NodeId, attrs: &ConvAttrs) -> Option<Ker
         return None;
     }
     let geometry = Conv2d { c_in, h, w: wd, c_out, oh, ow, kh, kw, stride: (sh, sw), dilation: (dh, dw), pad: (ph, pw), group };
+    let direct = || Arc::new((0..group).map(|g| PackedA::pack(MatRef::row_major(&flat[g * mg * k..(g + 1) * mg * k], mg, k))).collect::<Vec<_>>());
     let weights = if winograd::suits(&geometry) && c_in >= WINOGRAD_MIN_CHANNELS && c_out >= WINOGRAD_MIN_CHANNELS {
-        PackedWeights::Winograd(Arc::new(WinogradWeights::new(&flat, c_out, c_in).ok()?))
+        // An image with fewer tiles than Winograd needs keeps the im2col
+        // packing too, for calls with few samples.
+        let small = oh.div_ceil(2) * ow.div_ceil(2) < WINOGRAD_MIN_TILES;
+        PackedWeights::Winograd { transformed: Arc::new(WinogradWeights::new(&flat, c_out, c_in).ok()?), direct: small.then(direct) }
     } else {
-        PackedWeights::A(Arc::new((0..group).map(|g| PackedA::pack(MatRef::row_major(&flat[g * mg * k..(g + 1) * mg * k], mg, k))).collect()))
+        PackedWeights::A(direct())
     };
     Some(Kernel::Conv(ConvKernel { geometry, weights, bias: bias.map(Arc::new), fused: Fused::default() }))
 }
