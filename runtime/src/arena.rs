@@ -111,6 +111,15 @@ impl Arena {
             .collect();
         Ok((views, out))
     }
+
+    /// [`Arena::split`] with the reads as an array, for code that knows its
+    /// operand count at compile time (generated models).
+    pub fn split_array<const R: usize>(&mut self, reads: [(usize, usize); R], write: (usize, usize)) -> Result<([&[u8]; R], &mut [u8]), ArenaError> {
+        let (views, out) = self.split(&reads, write)?;
+        let mut views = views.into_iter();
+        // `split` returns exactly one view per read.
+        Ok((std::array::from_fn(|_| views.next().unwrap_or(&[])), out))
+    }
 }
 
 #[cfg(test)]

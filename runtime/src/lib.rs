@@ -12,8 +12,10 @@
 //! the [`weights`] file a generated crate embeds.
 
 pub mod arena;
+pub mod compiled;
 pub mod gemm;
 pub mod kernels;
+pub mod layers;
 pub mod npy;
 pub mod pool;
 pub mod routing;

@@ -7,6 +7,7 @@
 //! variable, so an idle pool costs nothing. A pool of one thread spawns no
 //! worker and runs the tasks inline: one thread never pays for the pool.
 
+use crate::kernels::KernelError;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -234,6 +235,45 @@ impl Drop for ThreadPool {
             let _ = w.join();
         }
     }
+}
+
+/// Output elements below which a kernel runs on the calling thread alone:
+/// these kernels move a few bytes per element, and waking a worker costs
+/// about as much as a few thousand elements.
+pub const MIN_PARALLEL_OUTPUTS: usize = 16 * 1024;
+
+/// Runs `kernel` on pieces of `x` and `y` spread over `pool`: the data is
+/// `count` independent units of `unit.0` input and `unit.1` output elements
+/// (pooling planes, softmax rows…), and each task gets whole units. Outputs
+/// smaller than `min_outputs` stay on the caller. When the
+/// lengths are not whole units, `kernel` runs once on everything and reports
+/// the mismatch itself.
+pub fn for_units(
+    pool: &ThreadPool,
+    min_outputs: usize,
+    x: &[f32],
+    y: &mut [f32],
+    (unit_in, unit_out): (usize, usize),
+    kernel: impl Fn(&[f32], &mut [f32]) -> Result<(), KernelError> + Sync,
+) -> Result<(), KernelError> {
+    let count = if unit_in > 0 && unit_out > 0 && x.len().is_multiple_of(unit_in) && y.len().is_multiple_of(unit_out) {
+        x.len() / unit_in
+    } else {
+        0
+    };
+    if pool.threads() == 1 || y.len() < min_outputs.max(1) || count < 2 || y.len() / unit_out != count {
+        return kernel(x, y);
+    }
+    // Twice as many tasks as threads, each at least half the threshold.
+    let per_task = count.div_ceil(2 * pool.threads()).max((min_outputs / 2).div_ceil(unit_out)).min(count);
+    let failure = std::sync::Mutex::new(None);
+    pool.parallel_chunks_mut(y, per_task * unit_out, &|i, piece| {
+        let first = i * per_task * unit_in;
+        if let Err(e) = kernel(&x[first..first + piece.len() / unit_out * unit_in], piece) {
+            *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+        }
+    });
+    failure.into_inner().unwrap_or_else(|e| e.into_inner()).map_or(Ok(()), Err)
 }
 
 /// The number of physical cores, the default thread count (logical CPUs

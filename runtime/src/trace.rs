@@ -63,6 +63,19 @@ impl Trace {
         }
     }
 
+    /// Makes this trace an empty trace of a run at batch `batch`, like
+    /// [`Trace::new`], reusing its memory (a steady-state run allocates nothing).
+    pub fn reset(&mut self, spec: &TraceSpec, batch: usize) {
+        self.batch = batch;
+        for v in [&mut self.rows, &mut self.rows_run] {
+            v.clear();
+            v.resize(spec.regions.len(), 0);
+        }
+        self.sample_regions.iter_mut().for_each(Vec::clear);
+        self.sample_regions.resize_with(batch, Vec::new);
+        self.flops_executed = spec.root.flops_per_sample.saturating_mul(batch as u64).saturating_add(spec.root.flops_fixed);
+    }
+
     /// Records that region `region` ran on `rows_run` rows for the samples
     /// `samples` (indices into the whole batch), whose guard held. Indices
     /// out of range are ignored: a trace never fails a run.
@@ -100,6 +113,17 @@ mod tests {
             root: RegionCost { flops_per_sample: 100, flops_fixed: 5 },
             regions: vec![RegionCost { flops_per_sample: 1000, flops_fixed: 0 }, RegionCost { flops_per_sample: 10, flops_fixed: 1 }],
             paths: Some(vec![vec![1], vec![0]]),
+        }
+    }
+
+    #[test]
+    fn reset_equals_new() {
+        let spec = spec();
+        let mut t = Trace::new(&spec, 5);
+        t.enter(&spec, 0, &[1, 4], 2);
+        for batch in [2, 7] {
+            t.reset(&spec, batch);
+            assert_eq!(t, Trace::new(&spec, batch));
         }
     }
 

@@ -83,6 +83,16 @@ impl WeightsWriter {
         self.push(name, DType::I64, data.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 
+    /// Adds an i32 tensor and returns its index.
+    pub fn push_i32(&mut self, name: &str, data: &[i32]) -> usize {
+        self.push(name, DType::I32, data.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    /// Adds a bool tensor (one byte per element, 0 or 1) and returns its index.
+    pub fn push_bool(&mut self, name: &str, data: &[bool]) -> usize {
+        self.push(name, DType::Bool, data.iter().map(|&b| u8::from(b)).collect())
+    }
+
     fn push(&mut self, name: &str, dtype: DType, bytes: Vec<u8>) -> usize {
         self.tensors.push((name.to_string(), dtype, bytes));
         self.tensors.len() - 1
@@ -195,6 +205,19 @@ impl<'a> Weights<'a> {
     pub fn i64(&self, index: usize, name: &str, elements: usize) -> Result<Vec<i64>, WeightsError> {
         let bytes = self.data(index, name, DType::I64, elements)?;
         Ok(bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect())
+    }
+
+    /// Tensor `index` as i32 values, checked like [`Weights::f32`].
+    pub fn i32(&self, index: usize, name: &str, elements: usize) -> Result<Vec<i32>, WeightsError> {
+        let bytes = self.data(index, name, DType::I32, elements)?;
+        Ok(bytes.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes"))).collect())
+    }
+
+    /// Tensor `index` as bools stored one byte each (nonzero is true, read
+    /// back as 1), checked like [`Weights::f32`].
+    pub fn bool_bytes(&self, index: usize, name: &str, elements: usize) -> Result<Vec<u8>, WeightsError> {
+        let bytes = self.data(index, name, DType::Bool, elements)?;
+        Ok(bytes.iter().map(|&b| u8::from(b != 0)).collect())
     }
 
     fn data(&self, index: usize, name: &str, dtype: DType, elements: usize) -> Result<&'a [u8], WeightsError> {

@@ -8,9 +8,10 @@ use super::{Buffer, BufferId, Kernel, Program, Step, Storage, RESIDUAL_INPUT};
 use crate::interp::{self, InterpError, Profile};
 use std::time::Instant;
 use d2nn_runtime::arena::{Arena, ArenaError};
+use d2nn_runtime::kernels::conv::ConvEpilogue;
 use d2nn_runtime::kernels::elementwise;
 use d2nn_runtime::kernels::{copy, norm, pool, reduce, softmax, KernelError};
-use d2nn_runtime::pool::ThreadPool;
+use d2nn_runtime::pool::{for_units, ThreadPool};
 use d2nn_runtime::{DType, Tensor};
 use smallvec::SmallVec;
 use std::borrow::Cow;
@@ -87,7 +88,7 @@ impl Executor {
             program,
             arena: Arena::new(),
             pool: Arc::new(ThreadPool::new(threads)),
-            min_parallel_outputs: MIN_PARALLEL_OUTPUTS,
+            min_parallel_outputs: d2nn_runtime::pool::MIN_PARALLEL_OUTPUTS,
             knobs: Arc::new(knobs),
             trace: None,
         }
@@ -322,7 +323,7 @@ impl Executor {
             Kernel::Unary(op) => {
                 let (pool, min) = (Arc::clone(&self.pool), self.min_parallel_outputs);
                 self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
-                    in_parallel(&pool, min, x[0], y, (1, 1), |x, y| elementwise::unary(*op, x, y)).map_err(err)
+                    for_units(&pool, min, x[0], y, (1, 1), |x, y| elementwise::unary(*op, x, y)).map_err(err)
                 })
             }
             Kernel::Binary(b) => {
@@ -336,25 +337,25 @@ impl Executor {
                 let (pool, min) = (Arc::clone(&self.pool), self.min_parallel_outputs);
                 let unit = (geometry.h.input * geometry.w.input, geometry.h.output * geometry.w.output);
                 self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
-                    in_parallel(&pool, min, x[0], y, unit, |x, y| pool::pool2d(geometry, x, y)).map_err(err)
+                    for_units(&pool, min, x[0], y, unit, |x, y| pool::pool2d(geometry, x, y)).map_err(err)
                 })
             }
             Kernel::GlobalPool { kind, plane } => {
                 let (pool, min) = (Arc::clone(&self.pool), self.min_parallel_outputs);
                 self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
-                    in_parallel(&pool, min, x[0], y, (*plane, 1), |x, y| pool::global_pool(*kind, *plane, x, y)).map_err(err)
+                    for_units(&pool, min, x[0], y, (*plane, 1), |x, y| pool::global_pool(*kind, *plane, x, y)).map_err(err)
                 })
             }
             Kernel::Softmax { log, len, inner } => {
                 let (pool, min) = (Arc::clone(&self.pool), self.min_parallel_outputs);
                 self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
-                    in_parallel(&pool, min, x[0], y, (len * inner, len * inner), |x, y| softmax::softmax(*log, *len, *inner, x, y)).map_err(err)
+                    for_units(&pool, min, x[0], y, (len * inner, len * inner), |x, y| softmax::softmax(*log, *len, *inner, x, y)).map_err(err)
                 })
             }
             Kernel::Reduce { kind, len, inner } => {
                 let (pool, min) = (Arc::clone(&self.pool), self.min_parallel_outputs);
                 self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
-                    in_parallel(&pool, min, x[0], y, (len * inner, *inner), |x, y| reduce::reduce(*kind, *len, *inner, x, y)).map_err(err)
+                    for_units(&pool, min, x[0], y, (len * inner, *inner), |x, y| reduce::reduce(*kind, *len, *inner, x, y)).map_err(err)
                 })
             }
             Kernel::BatchNorm { bn, plane } => {
@@ -364,7 +365,10 @@ impl Executor {
                 let pool = Arc::clone(&self.pool);
                 let ids = [operand(0)?, if c.fused.residual { operand(RESIDUAL_INPUT)? } else { operand(0)? }];
                 let ins = &ids[..1 + usize::from(c.fused.residual)];
-                self.with_io::<f32>(p, ins, out, call, |x, y| super::gemm_steps::conv(c, x[0], x.get(1).copied(), y, &pool))
+                self.with_io::<f32>(p, ins, out, call, |x, y| {
+                    let epi = ConvEpilogue { bias: c.bias.as_deref().map(Vec::as_slice), residual: x.get(1).copied(), activation: c.fused.activation };
+                    c.weights.run(&c.geometry, epi, x[0], y, &pool).map_err(err)
+                })
             }
             Kernel::Depthwise { geometry, weights, bias, fused } => {
                 let pool = Arc::clone(&self.pool);
@@ -377,7 +381,9 @@ impl Executor {
                 let pool = Arc::clone(&self.pool);
                 let ids = [operand(0)?, if d.fused.residual { operand(RESIDUAL_INPUT)? } else { operand(0)? }];
                 let ins = &ids[..1 + usize::from(d.fused.residual)];
-                self.with_io::<f32>(p, ins, out, call, |x, y| super::gemm_steps::dense(d, x[0], x.get(1).copied(), y, &pool))
+                self.with_io::<f32>(p, ins, out, call, |x, y| {
+                    d.weights.run(d.bias.as_deref().map(Vec::as_slice), x.get(1).copied(), d.fused.activation, x[0], y, &pool).map_err(err)
+                })
             }
             Kernel::Transpose(t) => by_dtype!(self, p, &[operand(0)?], out, call, |x, y| copy::transpose(t, x[0], y).map_err(err)),
             Kernel::Slice(s) => by_dtype!(self, p, &[operand(0)?], out, call, |x, y| copy::slice(s, x[0], y).map_err(err)),
@@ -455,45 +461,6 @@ impl Executor {
         };
         res.map_err(|e| format!("buffer `{}`: {e}", buffer.name))
     }
-}
-
-/// Output elements below which a kernel runs on the calling thread alone:
-/// these kernels move a few bytes per element, and waking a worker costs
-/// about as much as a few thousand elements.
-const MIN_PARALLEL_OUTPUTS: usize = 16 * 1024;
-
-/// Runs `kernel` on pieces of `x` and `y` spread over `pool`: the data is
-/// `count` independent units of `unit.0` input and `unit.1` output elements
-/// (pooling planes, softmax rows…), and each task gets whole units. Outputs
-/// smaller than `min_outputs` stay on the caller. When the
-/// lengths are not whole units, `kernel` runs once on everything and reports
-/// the mismatch itself.
-fn in_parallel(
-    pool: &ThreadPool,
-    min_outputs: usize,
-    x: &[f32],
-    y: &mut [f32],
-    (unit_in, unit_out): (usize, usize),
-    kernel: impl Fn(&[f32], &mut [f32]) -> Result<(), KernelError> + Sync,
-) -> Result<(), KernelError> {
-    let count = if unit_in > 0 && unit_out > 0 && x.len().is_multiple_of(unit_in) && y.len().is_multiple_of(unit_out) {
-        x.len() / unit_in
-    } else {
-        0
-    };
-    if pool.threads() == 1 || y.len() < min_outputs.max(1) || count < 2 || y.len() / unit_out != count {
-        return kernel(x, y);
-    }
-    // Twice as many tasks as threads, each at least half the threshold.
-    let per_task = count.div_ceil(2 * pool.threads()).max((min_outputs / 2).div_ceil(unit_out)).min(count);
-    let failure = std::sync::Mutex::new(None);
-    pool.parallel_chunks_mut(y, per_task * unit_out, &|i, piece| {
-        let first = i * per_task * unit_in;
-        if let Err(e) = kernel(&x[first..first + piece.len() / unit_out * unit_in], piece) {
-            *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-        }
-    });
-    failure.into_inner().unwrap_or_else(|e| e.into_inner()).map_or(Ok(()), Err)
 }
 
 /// An element type fast kernels read and write in the arena.

@@ -17,7 +17,6 @@
 pub mod exec;
 mod exec_dynamic;
 pub mod fuse;
-mod gemm_steps;
 mod kernels;
 pub mod lower;
 pub mod memory;
@@ -161,48 +160,15 @@ impl Fused {
     }
 }
 
-/// Weights packed once at lowering for the GEMM kernels.
-#[derive(Clone)]
-pub enum PackedWeights {
-    /// One left operand per convolution group.
-    A(Arc<Vec<d2nn_runtime::gemm::PackedA>>),
-    /// The right operand of a fully connected layer.
-    B(Arc<d2nn_runtime::gemm::PackedB>),
-    /// The 16 transformed matrices of a 3×3 stride-1 convolution computed by
-    /// Winograd F(2×2, 3×3); for a small image also the im2col packing,
-    /// used when a call has too few tiles for Winograd's GEMMs
-    /// ([`WINOGRAD_MIN_TILES`]).
-    Winograd { transformed: Arc<d2nn_runtime::kernels::winograd::WinogradWeights>, direct: Option<Arc<Vec<d2nn_runtime::gemm::PackedA>>> },
-}
-
-/// Fewest output tiles (2×2 pixels) in a call for which a 3×3 conv runs
-/// as Winograd: below that each of its 16 GEMMs has too few columns to
-/// amortise streaming its weight matrix (ResNet's 7×7 layer4 at batch 1 has
-/// 16 tiles and ran at 0.76× im2col's speed).
-pub const WINOGRAD_MIN_TILES: usize = 64;
-
-impl std::fmt::Debug for PackedWeights {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PackedWeights::A(groups) => write!(f, "PackedA x{} ({} bytes)", groups.len(), groups.iter().map(|g| g.bytes()).sum::<usize>()),
-            PackedWeights::B(b) => write!(f, "PackedB {}x{} ({} bytes)", b.rows(), b.cols(), b.bytes()),
-            PackedWeights::Winograd { transformed, direct } => {
-                write!(f, "Winograd F(2x2,3x3) ({} bytes)", transformed.bytes())?;
-                match direct {
-                    Some(d) => write!(f, " + PackedA x{} for small batches ({} bytes)", d.len(), d.iter().map(|g| g.bytes()).sum::<usize>()),
-                    None => Ok(()),
-                }
-            }
-        }
-    }
-}
-
 /// A convolution lowered to GEMM (`d2nn_runtime::kernels::conv`): one
 /// packed weight matrix per group.
 #[derive(Clone, Debug)]
 pub struct ConvKernel {
     pub geometry: d2nn_runtime::kernels::conv::Conv2d,
-    pub weights: PackedWeights,
+    pub weights: Arc<d2nn_runtime::layers::ConvWeights>,
+    /// The model constant the weights were packed from (`[c_out, c_in/group,
+    /// kh, kw]`): the compiled back ends pack it again at load time.
+    pub weight_value: crate::ir::ValueId,
     pub bias: Option<Arc<Vec<f32>>>,
     pub fused: Fused,
 }
@@ -212,7 +178,11 @@ pub struct ConvKernel {
 pub struct DenseKernel {
     pub k: usize,
     pub n: usize,
-    pub weights: PackedWeights,
+    pub weights: Arc<d2nn_runtime::layers::DenseWeights>,
+    /// The model constant the weights were packed from: `[n, k]` when
+    /// `transposed` (a `Gemm` with `transB = 1`), else `[k, n]`.
+    pub weight_value: crate::ir::ValueId,
+    pub transposed: bool,
     pub bias: Option<Arc<Vec<f32>>>,
     pub fused: Fused,
 }

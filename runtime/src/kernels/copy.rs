@@ -235,6 +235,16 @@ fn tile_transpose<T: Copy>(x: &[T], out: &mut [T], s: isize, d: isize, (nq, dq):
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transpose {
     walk: Strided,
+    args: CopyArgs,
+}
+
+/// The arguments a data-movement kernel was built from (its `new`'s), so a
+/// code generator can emit the same constructor call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CopyArgs {
+    Transpose { dims: Vec<usize>, perm: Vec<usize> },
+    Slice { dims: Vec<usize>, start: Vec<usize>, step: Vec<isize>, len: Vec<usize> },
+    Pad { dims: Vec<usize>, begins: Vec<i64>, ends: Vec<i64> },
 }
 
 impl Transpose {
@@ -248,7 +258,12 @@ impl Transpose {
         let in_strides = strides(dims)?;
         let out_dims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
         let src: Vec<isize> = perm.iter().map(|&p| in_strides[p]).collect();
-        Ok(Transpose { walk: Strided::new(&out_dims, &src, &strides(&out_dims)?, (0, 0), (block, block))? })
+        let args = CopyArgs::Transpose { dims: dims.to_vec(), perm: perm.to_vec() };
+        Ok(Transpose { walk: Strided::new(&out_dims, &src, &strides(&out_dims)?, (0, 0), (block, block))?, args })
+    }
+
+    pub fn args(&self) -> &CopyArgs {
+        &self.args
     }
 }
 
@@ -262,6 +277,7 @@ pub fn transpose<T: Copy>(t: &Transpose, x: &[T], out: &mut [T]) -> Result<(), K
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Slice {
     walk: Strided,
+    args: CopyArgs,
 }
 
 impl Slice {
@@ -283,7 +299,12 @@ impl Slice {
         }
         let first = usize::try_from(first).map_err(|_| overflow())?;
         let walk = Strided::new(len, &src, &strides(len)?, (first, 0), (volume(dims)?, volume(len)?))?;
-        Ok(Slice { walk })
+        let args = CopyArgs::Slice { dims: dims.to_vec(), start: start.to_vec(), step: step.to_vec(), len: len.to_vec() };
+        Ok(Slice { walk, args })
+    }
+
+    pub fn args(&self) -> &CopyArgs {
+        &self.args
     }
 }
 
@@ -298,6 +319,7 @@ pub fn slice<T: Copy>(s: &Slice, x: &[T], out: &mut [T]) -> Result<(), KernelErr
 pub struct Pad {
     /// The kept input box into its place in the output.
     walk: Strided,
+    args: CopyArgs,
 }
 
 impl Pad {
@@ -327,7 +349,12 @@ impl Pad {
             first.iter().zip(st).try_fold(0usize, |o, (&f, &s)| f.checked_mul(s as usize).and_then(|v| v.checked_add(o))).ok_or_else(overflow)
         };
         let starts = (offset(&src_first, &in_strides)?, offset(&dst_first, &out_strides)?);
-        Ok(Pad { walk: Strided::new(&kept, &in_strides, &out_strides, starts, (volume(dims)?, volume(&out_dims)?))? })
+        let args = CopyArgs::Pad { dims: dims.to_vec(), begins: begins.to_vec(), ends: ends.to_vec() };
+        Ok(Pad { walk: Strided::new(&kept, &in_strides, &out_strides, starts, (volume(dims)?, volume(&out_dims)?))?, args })
+    }
+
+    pub fn args(&self) -> &CopyArgs {
+        &self.args
     }
 }
 
@@ -407,6 +434,11 @@ impl Gather {
             })
             .collect::<Result<_, _>>()?;
         Ok(Gather { axis, inner, indices })
+    }
+
+    /// The axis length, the inner block and the (non-negative) indices.
+    pub fn parts(&self) -> (usize, usize, &[usize]) {
+        (self.axis, self.inner, &self.indices)
     }
 }
 

@@ -32,6 +32,19 @@ impl BatchNorm {
         })
     }
 
+    /// The folded per-channel constants: mean, factor and bias.
+    pub fn folded(&self) -> (&[f64], &[f64], &[f64]) {
+        (&self.mean, &self.factor, &self.bias)
+    }
+
+    /// A batch norm from constants folded by [`BatchNorm::new`] (as
+    /// [`BatchNorm::folded`] returns them).
+    pub fn from_folded(mean: Vec<f64>, factor: Vec<f64>, bias: Vec<f64>) -> Result<BatchNorm, KernelError> {
+        expect_len("factor", factor.len(), mean.len())?;
+        expect_len("bias", bias.len(), mean.len())?;
+        Ok(BatchNorm { mean, factor, bias })
+    }
+
     pub fn channels(&self) -> usize {
         self.mean.len()
     }

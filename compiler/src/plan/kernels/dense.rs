@@ -6,17 +6,11 @@
 
 use super::{f32_input, f32_output, known_volume, shape};
 use crate::ir::{ConvAttrs, Graph, NodeId, Padding};
-use crate::plan::{ConvKernel, DenseKernel, Fused, Kernel, PackedWeights, WINOGRAD_MIN_TILES};
+use crate::plan::{ConvKernel, DenseKernel, Fused, Kernel};
 use d2nn_runtime::kernels::conv::Conv2d;
-use d2nn_runtime::gemm::{MatRef, PackedA, PackedB};
 use d2nn_runtime::kernels::depthwise::Depthwise;
-use d2nn_runtime::kernels::winograd::{self, WinogradWeights};
+use d2nn_runtime::layers::{ConvWeights, DenseWeights};
 use std::sync::Arc;
-
-/// Fewest input and output channels for which a 3×3 stride-1 conv runs as
-/// Winograd F(2×2, 3×3): below that its transforms cost more than the
-/// multiplies it saves.
-const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 /// A 1-D or 2-D f32 convolution with constant weights (and bias), known
 /// channel and spatial dims, and explicit or resolvable padding.
@@ -86,16 +80,9 @@ pub(super) fn conv(graph: &Graph, node: NodeId, attrs: &ConvAttrs) -> Option<Ker
         return None;
     }
     let geometry = Conv2d { c_in, h, w: wd, c_out, oh, ow, kh, kw, stride: (sh, sw), dilation: (dh, dw), pad: (ph, pw), group };
-    let direct = || Arc::new((0..group).map(|g| PackedA::pack(MatRef::row_major(&flat[g * mg * k..(g + 1) * mg * k], mg, k))).collect::<Vec<_>>());
-    let weights = if winograd::suits(&geometry) && c_in >= WINOGRAD_MIN_CHANNELS && c_out >= WINOGRAD_MIN_CHANNELS {
-        // An image with fewer tiles than Winograd needs keeps the im2col
-        // packing too, for calls with few samples.
-        let small = oh.div_ceil(2) * ow.div_ceil(2) < WINOGRAD_MIN_TILES;
-        PackedWeights::Winograd { transformed: Arc::new(WinogradWeights::new(&flat, c_out, c_in).ok()?), direct: small.then(direct) }
-    } else {
-        PackedWeights::A(direct())
-    };
-    Some(Kernel::Conv(ConvKernel { geometry, weights, bias: bias.map(Arc::new), fused: Fused::default() }))
+    let weights = Arc::new(ConvWeights::pack(&geometry, &flat).ok()?);
+    let weight_value = graph.nodes[node].input(1)?;
+    Some(Kernel::Conv(ConvKernel { geometry, weights, weight_value, bias: bias.map(Arc::new), fused: Fused::default() }))
 }
 
 /// `Y = X·Bᵀ + c` (`Gemm`, transB = 1, constant B) or `Y = X·B + c`
@@ -129,10 +116,7 @@ pub(super) fn dense(graph: &Graph, node: NodeId, trans_b: bool, alpha: f32, beta
         }
     };
     let flat: Vec<f32> = b.iter().copied().collect();
-    let packed = if trans_b {
-        PackedB::pack(MatRef::row_major(&flat, n, k).t())
-    } else {
-        PackedB::pack(MatRef::row_major(&flat, k, n))
-    };
-    Some(Kernel::Dense(DenseKernel { k, n, weights: PackedWeights::B(Arc::new(packed)), bias: bias.map(Arc::new), fused: Fused::default() }))
+    let weights = Arc::new(DenseWeights::pack(&flat, k, n, trans_b).ok()?);
+    let weight_value = graph.nodes[node].input(1)?;
+    Some(Kernel::Dense(DenseKernel { k, n, weights, weight_value, transposed: trans_b, bias: bias.map(Arc::new), fused: Fused::default() }))
 }
