@@ -26,6 +26,8 @@ pub enum Error {
     Npy(#[from] NpyError),
     #[error(transparent)]
     Knob(#[from] crate::dynamic::KnobError),
+    #[error(transparent)]
+    Backend(#[from] crate::back::rust::BackendError),
     #[error("{0}")]
     Usage(String),
     #[error("{path}: {source}")]

@@ -4,6 +4,7 @@
 //! types and simplify; [`interp`] evaluates the IR as the reference oracle.
 //! See `ARCHITECTURE.md` at the repository root for the whole map.
 
+pub mod back;
 pub mod compare;
 pub mod dynamic;
 pub mod error;

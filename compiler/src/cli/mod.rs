@@ -1,6 +1,7 @@
 //! Command-line parsing (clap) and dispatch to the subcommands.
 
 mod bench;
+mod compile;
 mod inputs;
 mod inspect;
 mod knobs;
@@ -64,6 +65,25 @@ pub enum Command {
         #[arg(long = "fix", value_name = "NAME=VALUE", value_parser = knobs::parse_knob)]
         fixes: Vec<(String, f32)>,
     },
+    /// Compile a model into a Rust crate (Cargo.toml, src/lib.rs, weights.bin, README, examples/run_npy.rs).
+    Compile {
+        model: PathBuf,
+        /// Directory to write the crate to [default: ./NAME].
+        #[arg(long, short = 'o', value_name = "DIR")]
+        output: Option<PathBuf>,
+        /// Crate name [default: from the model's file name].
+        #[arg(long)]
+        name: Option<String>,
+        /// Bake a knob's value into the model, letting static pruning act.
+        #[arg(long = "fix", value_name = "NAME=VALUE", value_parser = knobs::parse_knob)]
+        fixes: Vec<(String, f32)>,
+        /// Depend on the d2nn-runtime crate at this path [default: this workspace's, when d2nnc runs from it].
+        #[arg(long, value_name = "DIR", conflicts_with = "runtime_version")]
+        runtime_path: Option<PathBuf>,
+        /// Depend on this crates.io version of d2nn-runtime.
+        #[arg(long, value_name = "VERSION")]
+        runtime_version: Option<String>,
+    },
     /// Time a model on .npy inputs: latency, throughput, GFLOP/s, and optionally a per-node profile.
     #[command(long_about = bench::LONG_ABOUT)]
     Bench(bench::BenchArgs),
@@ -102,5 +122,8 @@ pub fn dispatch(cli: Cli) -> Result<(), d2nnc::Error> {
         }
         Command::Inspect { model, batch, ir, plan, fixes } => inspect::inspect(&model, batch, ir, plan, &fixes),
         Command::Bench(args) => bench::bench(&args),
+        Command::Compile { model, output, name, fixes, runtime_path, runtime_version } => {
+            compile::compile(&model, &compile::CompileOptions { output, name, fixes, runtime_path, runtime_version })
+        }
     }
 }

@@ -92,14 +92,7 @@ pub fn with_knob_values(graph: &d2nnc::ir::Graph, analysis: &d2nnc::dynamic::Ana
 /// `_` and `.` becomes `_`, and leading dots are dropped so the file can never
 /// be hidden or step outside the output folder.
 pub fn sanitize(name: &str) -> String {
-    let cleaned: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
-    let trimmed = cleaned.trim_start_matches('.');
-    if trimmed.is_empty() {
-        "output".to_string()
-    } else {
-        trimmed.to_string()
-    }
+    d2nnc::back::rust::krate::file_stem(name)
 }
 
 fn unique_path(dir: &Path, stem: &str, used: &mut HashMap<String, usize>) -> PathBuf {

@@ -315,8 +315,7 @@ impl Executor {
             Kernel::Unary(op) if same_slot(p, operand(0)?, out) => {
                 let (pool, min) = (Arc::clone(&self.pool), self.min_parallel_outputs);
                 self.in_place::<f32>(p, out, call, |y| {
-                    let chunk = if pool.threads() > 1 && y.len() >= min.max(1) { y.len().div_ceil(2 * pool.threads()) } else { y.len() };
-                    pool.parallel_chunks_mut(y, chunk, &|_, piece| elementwise::unary_in_place(*op, piece));
+                    elementwise::unary_in_place_par(&pool, min, *op, y);
                     Ok(())
                 })
             }

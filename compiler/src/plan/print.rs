@@ -131,7 +131,7 @@ fn buffer(p: &Program, b: BufferId) -> String {
 }
 
 /// The kernel in a few words.
-fn describe(kernel: &Kernel) -> String {
+pub fn describe(kernel: &Kernel) -> String {
     match kernel {
         Kernel::Reference => "reference".into(),
         Kernel::Copy => "copy".into(),

@@ -1,0 +1,3 @@
+//! Compiled back ends: code generated from a lowered `plan::Program`.
+
+pub mod rust;
