@@ -36,8 +36,10 @@ pub struct Writer<'a> {
     consts: Vec<TokenStream>,
     const_names: Names,
     weights: WeightsWriter,
-    /// `Model` field of each constant buffer.
+    /// `Model` field of each constant buffer (named up front, declared
+    /// and loaded only when some statement reads it).
     const_field: HashMap<BufferId, Ident>,
+    used_consts: std::cell::RefCell<std::collections::BTreeSet<BufferId>>,
     input_fields: Vec<Ident>,
     /// Local array holding each knob's value, by knob index.
     knob_locals: Vec<Ident>,
@@ -101,6 +103,7 @@ impl<'a> Writer<'a> {
             const_names: Names::default(),
             weights: WeightsWriter::new(),
             const_field: HashMap::new(),
+            used_consts: Default::default(),
             input_fields: Vec::new(),
             knob_locals: Vec::new(),
             block_lists: HashMap::new(),
@@ -174,8 +177,7 @@ impl<'a> Writer<'a> {
         let size = crate::plan::element_bytes(buf.dtype);
         match self.bytes_per_row[b] {
             Some(per) => {
-                let per = usize_lit(per);
-                quote!(#per * n)
+                scaled(per, quote!(n))
             }
             None => usize_lit(buf.elements_at(1) * size).into_token_stream(),
         }
@@ -186,8 +188,7 @@ impl<'a> Writer<'a> {
         Ok(match *place {
             Placement::Batch { offset: 0 } => quote!(0),
             Placement::Batch { offset } => {
-                let o = usize_lit(offset);
-                quote!(#o * nb)
+                scaled(offset, quote!(nb))
             }
             Placement::Fixed { offset } => {
                 let (per, o) = (usize_lit(self.p.arena.bytes_per_batch), usize_lit(offset));
@@ -205,7 +206,8 @@ impl<'a> Writer<'a> {
                 Source::Direct(quote!(inputs.#f))
             }
             Storage::Const(_) => {
-                let f = self.const_field.get(&b).ok_or_else(|| BackendError::Value { what: "constant", name: buf.name.clone(), reason: "was not loaded".into() })?;
+                let f = self.const_field.get(&b).ok_or_else(|| BackendError::Value { what: "constant", name: buf.name.clone(), reason: "was not named".into() })?;
+                self.used_consts.borrow_mut().insert(b);
                 Source::Direct(quote!(&self.#f[..]))
             }
             Storage::Knob(k) => {
@@ -338,8 +340,7 @@ impl<'a> Writer<'a> {
                 let zero = if self.p.buffers[*gate].dtype == DType::F32 { quote!(0.0) } else { quote!(0) };
                 let rows = match self.p.buffers[*output].shape.first() {
                     Some(Dim::Sym { factor, .. }) => {
-                        let f = usize_lit(*factor);
-                        quote!(#f * n)
+                        scaled(*factor, quote!(n))
                     }
                     Some(Dim::Known(k)) => usize_lit(*k).into_token_stream(),
                     _ => quote!(1),
@@ -359,7 +360,7 @@ impl<'a> Writer<'a> {
     fn record(&self, block: BlockId, samples: TokenStream, rows_run: TokenStream) -> TokenStream {
         let k = usize_lit(block);
         quote! {
-            if let Some(t) = trace.as_deref_mut() {
+            if let Some(t) = &mut trace {
                 t.enter(&self.trace_spec, #k, #samples, #rows_run);
             }
         }
@@ -532,8 +533,7 @@ impl<'a> Writer<'a> {
                 let dims = b.dims.iter().map(|d| match d {
                     Dim::Known(k) => usize_lit(*k).into_token_stream(),
                     Dim::Sym { factor, .. } => {
-                        let f = usize_lit(*factor);
-                        quote!(#f * n)
+                        scaled(*factor, quote!(n))
                     }
                     Dim::Unknown => quote!(0),
                 });
@@ -694,6 +694,13 @@ impl<'a> Writer<'a> {
         for reserved in ["inputs", "outputs", "knobs", "scratch", "trace", "batch", "n", "nb", "samples", "arena"] {
             port_names.reserve(reserved);
         }
+        // Constants: named now, loaded once the body shows which are read.
+        for b in 0..p.buffers.len() {
+            if matches!(p.buffers[b].storage, Storage::Const(_)) {
+                let ident = format_ident!("{}", self.field_names.snake(&p.buffers[b].name));
+                self.const_field.insert(b, ident);
+            }
+        }
         // Inputs.
         let mut input_consts = TokenStream::new();
         let mut input_fields = TokenStream::new();
@@ -735,8 +742,7 @@ impl<'a> Writer<'a> {
                 first_batch_input = Some((field.clone(), name_const.clone(), per));
             } else {
                 let expected = if self.bytes_per_row[b].is_some() {
-                    let per_lit = usize_lit(per);
-                    quote!(#per_lit * batch)
+                    scaled(per, quote!(batch))
                 } else {
                     usize_lit(per).into_token_stream()
                 };
@@ -795,8 +801,7 @@ impl<'a> Writer<'a> {
             output_fields_owned.extend(quote!(#[doc = #doc] pub #field: ArrayD<#ty>,));
             output_names.push(quote!(#name_const));
             let expected = if self.bytes_per_row[b].is_some() {
-                let per = usize_lit(buf.elements_at(1));
-                quote!(#per * batch)
+                scaled(buf.elements_at(1), quote!(batch))
             } else {
                 usize_lit(buf.elements_at(1)).into_token_stream()
             };
@@ -815,18 +820,6 @@ impl<'a> Writer<'a> {
             };
             output_writes.extend(write);
             api.outputs.push(Port { name: buf.name.clone(), field: field.to_string(), elem: elem_name(buf.dtype), shape: shape_text(&buf.shape) });
-        }
-        // Constants read by steps.
-        let mut const_ids: Vec<BufferId> = (0..p.buffers.len()).filter(|&b| matches!(p.buffers[b].storage, Storage::Const(_))).collect();
-        const_ids.sort_unstable();
-        for b in const_ids {
-            let Storage::Const(t) = &p.buffers[b].storage else { continue };
-            let t = t.clone();
-            let name = p.buffers[b].name.clone();
-            let ty = elem_ty(t.dtype());
-            let read = self.weight_tensor(&name, &t);
-            let f = self.field(&name, quote!(Vec<#ty>), read);
-            self.const_field.insert(b, f);
         }
         // Knobs.
         let mut knob_struct = TokenStream::new();
@@ -861,8 +854,7 @@ impl<'a> Writer<'a> {
         let samples_expr = match p.inputs.first().map(|&b| &p.buffers[b].shape) {
             Some(shape) => match shape.first() {
                 Some(Dim::Sym { factor, .. }) => {
-                    let f = usize_lit(*factor);
-                    quote!(#f * batch)
+                    scaled(*factor, quote!(batch))
                 }
                 Some(Dim::Known(k)) => usize_lit(*k).into_token_stream(),
                 _ => quote!(1),
@@ -870,6 +862,12 @@ impl<'a> Writer<'a> {
             None => quote!(1),
         };
         let body = self.steps(&p.body)?;
+        for b in self.used_consts.take() {
+            let Storage::Const(t) = &p.buffers[b].storage else { continue };
+            let read = self.weight_tensor(&p.buffers[b].name, t);
+            let ty = elem_ty(t.dtype());
+            self.fields.push(Field { ident: self.const_field[&b].clone(), ty: quote!(Vec<#ty>), init: read });
+        }
 
         // Trace spec and region / path descriptions.
         let (spec, regions, paths) = self.trace_spec_tokens();
@@ -905,10 +903,17 @@ impl<'a> Writer<'a> {
         let consts = &self.consts;
         let (per_batch, fixed) = (usize_lit(p.arena.bytes_per_batch), usize_lit(p.arena.fixed_bytes));
         let (n_in, n_out) = (usize_lit(input_names.len()), usize_lit(output_names.len()));
-        let weights_path = match &self.options.weights {
-            WeightsPath::Relative(r) => lit_str(r),
-            WeightsPath::Absolute(a) => lit_str(&a.display().to_string()),
-        };
+        let weights_static = match &self.options.weights {
+            WeightsPath::Relative(r) => Some(lit_str(r)),
+            WeightsPath::Absolute(a) => Some(lit_str(&a.display().to_string())),
+            WeightsPath::Provided => None,
+        }
+        .map(|path| {
+            quote! {
+                /// The weights file: every constant of the model, read once by [`Model::new`].
+                static WEIGHTS: &[u8] = include_bytes!(#path);
+            }
+        });
         let track = self.options.track.iter().map(|t| {
             let t = lit_str(&t.display().to_string());
             quote!(const _: &[u8] = include_bytes!(#t);)
@@ -920,6 +925,17 @@ impl<'a> Writer<'a> {
             "The model's run-time knobs: this model has none (no decision thresholds, or all were fixed at compile time).".to_string()
         } else {
             "The model's run-time knobs: the thresholds its decisions compare against. `Knobs::default()` holds the model's values.".to_string()
+        };
+        let (derive_default, knobs_default_impl) = if api.knobs.is_empty() {
+            (quote!(, Default), TokenStream::new())
+        } else {
+            (TokenStream::new(), quote! {
+                impl Default for Knobs {
+                    fn default() -> Self {
+                        Knobs { #knob_default }
+                    }
+                }
+            })
         };
         let tokens = quote! {
             #(#module_doc)*
@@ -946,8 +962,7 @@ impl<'a> Writer<'a> {
             pub use d2nn_runtime::compiled::{Dim, Error};
             pub use d2nn_runtime::trace::{Trace, TraceSpec};
 
-            /// The weights file: every constant of the model, read once by [`Model::new`].
-            static WEIGHTS: &[u8] = include_bytes!(#weights_path);
+            #weights_static
             #(#track)*
 
             #input_consts
@@ -972,16 +987,12 @@ impl<'a> Writer<'a> {
             #(#consts)*
 
             #[doc = #knobs_doc]
-            #[derive(Clone, Copy, Debug, PartialEq)]
+            #[derive(Clone, Copy, Debug, PartialEq #derive_default)]
             pub struct Knobs {
                 #knob_struct
             }
 
-            impl Default for Knobs {
-                fn default() -> Self {
-                    Knobs { #knob_default }
-                }
-            }
+            #knobs_default_impl
 
             /// The caller's input buffers for [`Model::run_into`].
             #[derive(Clone, Copy, Debug)]
@@ -1088,7 +1099,7 @@ impl<'a> Writer<'a> {
                     compiled::reserve(&mut scratch.arena, ARENA_BYTES_PER_BATCH, ARENA_FIXED_BYTES, batch)?;
                     let Scratch { arena, all_samples, #(#list_names)* } = scratch;
                     compiled::fill_iota(all_samples, #samples_expr);
-                    if let Some(t) = trace.as_deref_mut() {
+                    if let Some(t) = &mut trace {
                         t.reset(&self.trace_spec, all_samples.len());
                     }
                     // `nb`: the call's batch (arena offsets scale with it); `n`: the rows of the current frame (fewer inside a routed region).
@@ -1188,6 +1199,16 @@ impl<'a> Writer<'a> {
 }
 
 use quote::ToTokens;
+
+/// `k * var`, or `var` when `k` is 1.
+fn scaled(k: usize, var: TokenStream) -> TokenStream {
+    if k == 1 {
+        var
+    } else {
+        let k = usize_lit(k);
+        quote!(#k * #var)
+    }
+}
 
 fn unsupported(p: &Program, node: NodeId, reason: String) -> BackendError {
     let n = &p.graph.nodes[node];

@@ -232,13 +232,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {{
     Ok(())
 }}
 
-#[allow(unused_variables, unused_mut)]
+#[allow(unused_variables)]
 fn set_knob(knobs: &mut {lib}::Knobs, name: &str, value: f32) -> Result<(), String> {{
-    match name {{
-{knob_arms}        _ => Err(format!("unknown knob {{name:?}}")),
-    }}
+{knob_body}
 }}
 "#,
-        args = args.join(", ")
+        args = args.join(", "),
+        knob_body = if api.knobs.is_empty() {
+            "    Err(format!(\"unknown knob {name:?}: this model has none\"))".to_string()
+        } else {
+            format!("    match name {{\n{knob_arms}        _ => Err(format!(\"unknown knob {{name:?}}\")),\n    }}")
+        }
     )
 }

@@ -39,6 +39,9 @@ pub enum WeightsPath {
     Relative(String),
     /// An absolute path.
     Absolute(std::path::PathBuf),
+    /// Whoever embeds the module defines `static WEIGHTS: &[u8]` in it
+    /// (`dynamic_net!`, which learns the file's path only after generating).
+    Provided,
 }
 
 /// How to write the module.

@@ -1,0 +1,162 @@
+//! The Rust back end end to end: every fixture (dense and dynamic) is
+//! compiled into a crate, the crate is built by a real `cargo build`
+//! (one shared target directory), its `run_npy` example runs on the
+//! fixture's inputs, and the outputs must match ONNX Runtime's stored ones
+//! to the fixture's tolerances — and the FLOPs it reports must equal the
+//! plan executor's trace of the same run. Snapshot tests (insta) pin the
+//! generated code of small models, where the branches are visible.
+
+use d2nn_runtime::npy::read_npy;
+use d2nnc::back::rust::krate::{file_stem, write_crate, RuntimeDep};
+use d2nnc::back::rust::{compile_file, format_module, Options, WeightsPath};
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("workspace root")
+}
+
+fn fixtures_dir() -> PathBuf {
+    workspace().join("tests/fixtures")
+}
+
+fn load_json(path: &Path) -> Json {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read json")).expect("parse json")
+}
+
+fn options(source: &str) -> Options {
+    Options { source: source.into(), weights: WeightsPath::Relative("../weights.bin".into()), comments: true, track: Vec::new(), fixed: Vec::new() }
+}
+
+/// Generates the crate of fixture `name` under `root` and returns its directory.
+fn generate(root: &Path, name: &str) -> Result<PathBuf, String> {
+    let model = fixtures_dir().join(name).join("model.onnx");
+    let generated = compile_file(&model, &[], &options("model.onnx")).map_err(|e| format!("compile: {e}"))?;
+    let lib_rs = format_module(&generated.tokens).map_err(|e| format!("format: {e}"))?;
+    let dir = root.join(name);
+    let crate_name = format!("fixture_{name}");
+    write_crate(&dir, &crate_name, &generated, &lib_rs, &RuntimeDep::Path(workspace().join("runtime")), "model.onnx").map_err(|e| e.to_string())?;
+    // Pin the runtime's dependencies to this workspace's versions: builds offline.
+    std::fs::copy(workspace().join("Cargo.lock"), dir.join("Cargo.lock")).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+fn cargo(dir: &Path, target: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(env!("CARGO"))
+        .args(args)
+        .arg("--offline")
+        .env("CARGO_TARGET_DIR", target)
+        .env_remove("RUSTFLAGS")
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    if !out.status.success() {
+        return Err(format!("cargo {} failed:\n{stderr}", args.join(" ")));
+    }
+    Ok(stderr)
+}
+
+/// The FLOPs the plan executor reports for the same run (the reference for `run_npy`'s count).
+fn plan_flops(model: &Path, feeds: &HashMap<String, d2nn_runtime::Tensor>) -> u64 {
+    let mut graph = d2nnc::load_and_optimize(model).expect("load").graph;
+    let fixed = d2nnc::dynamic::fix_knobs(&mut graph, &[]).expect("no fixes");
+    let analysis = d2nnc::dynamic::analyze(&graph, &fixed);
+    if !analysis.is_dynamic() {
+        let batch = feeds.values().next().and_then(|t| t.shape().first().copied()).unwrap_or(1);
+        return analysis.dense_flops(batch);
+    }
+    let program = d2nnc::plan::lower_dynamic(&graph, &analysis).expect("lower");
+    let mut ex = d2nnc::plan::Executor::new(std::sync::Arc::new(program));
+    ex.run(feeds).expect("plan run");
+    ex.trace().expect("dynamic trace").flops_executed
+}
+
+fn check_fixture(root: &Path, target: &Path, name: &str) -> Result<(), String> {
+    let fixture = fixtures_dir().join(name);
+    let manifest = load_json(&fixture.join("fixture.json"));
+    let (atol, rtol) = (manifest["atol"].as_f64().unwrap_or(1e-4), manifest["rtol"].as_f64().unwrap_or(1e-3));
+    let dir = generate(root, name)?;
+    let warnings = cargo(&dir, target, &["build", "--release", "--examples"])?;
+    if warnings.contains("warning:") {
+        return Err(format!("the generated crate builds with warnings:\n{warnings}"));
+    }
+    let exe = target.join("release/examples/run_npy");
+    let mut cases = vec![(manifest["inputs"].clone(), manifest["outputs"].clone())];
+    if let Some(alts) = manifest.get("alt_cases").and_then(Json::as_array) {
+        cases.extend(alts.iter().map(|a| (a["inputs"].clone(), a["outputs"].clone())));
+    }
+    for (k, (inputs, outputs)) in cases.iter().enumerate() {
+        let out_dir = dir.join(format!("out{k}"));
+        let mut cmd = Command::new(&exe);
+        let mut feeds = HashMap::new();
+        for input in inputs.as_array().expect("inputs") {
+            let (iname, file) = (input["name"].as_str().expect("name"), input["file"].as_str().expect("file"));
+            cmd.arg("--input").arg(format!("{iname}={}", fixture.join(file).display()));
+            feeds.insert(iname.to_string(), read_npy(&fixture.join(file)).expect("read input"));
+        }
+        let run = cmd.arg("--output-dir").arg(&out_dir).output().map_err(|e| format!("run_npy: {e}"))?;
+        let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+        if !run.status.success() {
+            return Err(format!("run_npy failed: {}", String::from_utf8_lossy(&run.stderr)));
+        }
+        for output in outputs.as_array().expect("outputs") {
+            let (oname, file) = (output["name"].as_str().expect("name"), output["file"].as_str().expect("file"));
+            let got = read_npy(&out_dir.join(format!("{}.npy", file_stem(oname)))).map_err(|e| format!("output {oname}: {e}"))?;
+            let want = read_npy(&fixture.join(file)).expect("read reference");
+            d2nnc::compare::compare(&got, &want, atol, rtol).map_err(|m| format!("case {k}, output {oname}: {m}"))?;
+        }
+        let flops: u64 = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("FLOPs executed: "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("run_npy printed no FLOPs line:\n{stdout}"))?;
+        let expected = plan_flops(&fixture.join("model.onnx"), &feeds);
+        if flops != expected {
+            return Err(format!("case {k}: run_npy executed {flops} FLOPs, the plan executor {expected}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_fixture_compiles_builds_and_matches_onnx_runtime() {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rust-backend");
+    let target = root.join("target");
+    std::fs::create_dir_all(&root).expect("scratch dir");
+    let index = load_json(&fixtures_dir().join("index.json"));
+    let names: Vec<&str> = index.as_array().expect("index").iter().map(|v| v.as_str().expect("name")).collect();
+    let failures: Vec<String> = names.iter().filter_map(|n| check_fixture(&root, &target, n).err().map(|e| format!("{n}: {e}"))).collect();
+    assert!(failures.is_empty(), "generated crates that fail:\n{}", failures.join("\n\n"));
+}
+
+/// The generated code of small models, where a reader sees the branches.
+#[test]
+fn generated_code_snapshots() {
+    for name in ["early_exit_where", "skip_chain", "cond_if", "mlp_dynamic_batch"] {
+        let model = fixtures_dir().join(name).join("model.onnx");
+        let generated = compile_file(&model, &[], &options("model.onnx")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let code = format_module(&generated.tokens).expect("format");
+        insta::assert_snapshot!(format!("generated_{name}"), code);
+    }
+}
+
+#[test]
+fn unsupported_input_is_an_error_naming_the_model_element() {
+    let dir = tempdir();
+    let bad = dir.join("missing.onnx");
+    let err = compile_file(&bad, &[], &options("missing.onnx")).err().expect("a missing file fails");
+    assert!(err.to_string().contains("missing.onnx"), "{err}");
+    let model = fixtures_dir().join("early_exit_where/model.onnx");
+    let err = compile_file(&model, &[("no_such_knob".into(), 0.5)], &options("model.onnx")).err().expect("an unknown knob fails");
+    assert!(err.to_string().contains("no_such_knob"), "{err}");
+}
+
+fn tempdir() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rust-backend-errors");
+    std::fs::create_dir_all(&d).expect("tmp");
+    d
+}
