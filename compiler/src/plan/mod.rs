@@ -10,8 +10,9 @@
 //! Kernels are chosen per node. [`Kernel::Reference`] runs the interpreter's
 //! kernel on the node's operands and is correct for every op; the runtime's
 //! fast kernels take over op by op where their conditions hold (f32 — or any
-//! dtype for data movement — constant parameters, batch-independent
-//! geometry). [`fuse`] merges a convolution or fully connected layer with the
+//! dtype for data movement and the control logic of comparisons, `Where`,
+//! `Cast`, arg-reductions and `OneHot` — constant parameters,
+//! batch-independent geometry). [`fuse`] merges a convolution or fully connected layer with the
 //! residual `Add` and activation after it into one step.
 
 pub mod exec;
