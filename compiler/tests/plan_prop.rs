@@ -1,14 +1,17 @@
 //! Property tests of the plan executor against the reference interpreter:
 //! for random shapes and attributes of every op with a fast kernel (conv —
 //! GEMM and depthwise — and the chains a fusion pass will merge into it,
-//! fully connected layers, pools, softmax, reductions, batch norm, unary and
-//! broadcasting binary ops, copies), the plan must choose that kernel and
+//! transposed convs, fully connected layers, pools, softmax, reductions,
+//! batch and layer norm, unary and broadcasting binary ops, copies; the
+//! mixed-type kernels are in `plan_logic.rs`), the plan must choose that kernel and
 //! compute what the interpreter computes — exactly where the kernel promises
 //! the interpreter's arithmetic, otherwise within a bound derived from it
 //! (see `Tolerance`) — on 1 and 2 threads, at batch sizes 1..=64.
 
 #[path = "plan_prop/conv.rs"]
 mod conv;
+#[path = "plan_prop/conv_transpose.rs"]
+mod conv_transpose;
 #[path = "plan_prop/dense.rs"]
 mod dense;
 #[path = "plan_prop/harness.rs"]
@@ -36,6 +39,11 @@ proptest! {
     #[test]
     fn fully_connected_matches_interpreter(case in dense::dense_case()) {
         dense::check_dense(&case)?;
+    }
+
+    #[test]
+    fn conv_transpose_matches_interpreter(case in conv_transpose::conv_transpose_case()) {
+        conv_transpose::check_conv_transpose(&case)?;
     }
 }
 
@@ -70,6 +78,11 @@ proptest! {
     #[test]
     fn batch_norm_matches_interpreter(case in pointwise::batch_norm_case()) {
         pointwise::check_batch_norm(&case)?;
+    }
+
+    #[test]
+    fn layer_norm_matches_interpreter(case in pointwise::layer_norm_case()) {
+        pointwise::check_layer_norm(&case)?;
     }
 
     #[test]

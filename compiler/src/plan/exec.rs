@@ -402,6 +402,28 @@ impl Executor {
                 let fill = ArenaElem::slice_of(fill).and_then(|f| f.first().copied()).ok_or("the fill value does not match the data")?;
                 copy::pad(geometry, fill, x[0], y).map_err(err)
             }),
+            Kernel::ReduceOverBatch { kind, len, inner } => {
+                let (pool, min) = (Arc::clone(&self.pool), self.min_parallel_outputs);
+                let len = len.resolve(&|_| Some(call.batch)).ok_or("the reduced length is unknown")?;
+                self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
+                    in_parallel(&pool, min, x[0], y, (len * inner, *inner), |x, y| reduce::reduce(*kind, len, *inner, x, y)).map_err(err)
+                })
+            }
+            Kernel::LayerNorm { geometry, scale, bias } => {
+                let (pool, min) = (Arc::clone(&self.pool), self.min_parallel_outputs);
+                self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
+                    let bias = bias.as_deref().map(Vec::as_slice);
+                    in_parallel(&pool, min, x[0], y, (geometry.row, geometry.row), |x, y| norm::layer_norm(geometry, scale, bias, x, y)).map_err(err)
+                })
+            }
+            Kernel::ConvTranspose(c) => {
+                let pool = Arc::clone(&self.pool);
+                self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
+                    let bias = c.bias.as_deref().map(Vec::as_slice);
+                    d2nn_runtime::kernels::conv_transpose::conv_transpose2d(&c.geometry, &c.weights, bias, x[0], y, &pool).map_err(err)
+                })
+            }
+            Kernel::Compare(_) | Kernel::Where(_) | Kernel::Cast { .. } | Kernel::ArgReduce(_) | Kernel::OneHot { .. } => self.typed(p, kernel, inputs, out, call),
             Kernel::Reference | Kernel::Copy => Err("not one of the runtime's fast kernels".into()),
         }
     }

@@ -256,10 +256,11 @@ impl Lowering<'_> {
     }
 
     /// The buffers a step reads at step `at`: the node's operands, except
-    /// the constants a GEMM-based kernel has packed into itself (left
+    /// the constants a kernel has packed or copied into itself (GEMM-based
+    /// kernels' weights and biases, layer norm's scale and bias; left
     /// `None`, so they get no buffer and the program does not keep them).
     fn operands(&mut self, node: NodeId, kernel: &Kernel, at: usize) -> Result<Vec<Option<BufferId>>, LowerError> {
-        let baked = matches!(kernel, Kernel::Conv(_) | Kernel::Dense(_) | Kernel::Depthwise { .. });
+        let baked = matches!(kernel, Kernel::Conv(_) | Kernel::Dense(_) | Kernel::Depthwise { .. } | Kernel::ConvTranspose(_) | Kernel::LayerNorm { .. });
         let inputs = &self.graph.nodes[node].inputs;
         inputs.iter().enumerate().map(|(i, v)| v.filter(|_| i == 0 || !baked).map(|v| self.read(v, at)).transpose()).collect()
     }

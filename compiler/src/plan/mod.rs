@@ -10,12 +10,14 @@
 //! Kernels are chosen per node. [`Kernel::Reference`] runs the interpreter's
 //! kernel on the node's operands and is correct for every op; the runtime's
 //! fast kernels take over op by op where their conditions hold (f32 — or any
-//! dtype for data movement — constant parameters, batch-independent
-//! geometry). [`fuse`] merges a convolution or fully connected layer with the
+//! dtype for data movement and the control logic of comparisons, `Where`,
+//! `Cast`, arg-reductions and `OneHot` — constant parameters,
+//! batch-independent geometry). [`fuse`] merges a convolution or fully connected layer with the
 //! residual `Add` and activation after it into one step.
 
 pub mod exec;
 mod exec_dynamic;
+mod exec_typed;
 pub mod fuse;
 mod kernels;
 pub mod lower;
@@ -26,11 +28,14 @@ pub use exec::{ExecError, Executor};
 pub use lower::{lower, lower_dynamic, LowerError};
 
 use crate::ir::{Dim, Graph, NodeId};
+use d2nn_runtime::kernels::conv_transpose::{ConvTranspose2d, ConvTransposeWeights};
 use d2nn_runtime::kernels::copy;
 use d2nn_runtime::kernels::elementwise::{Binary, Unary};
-use d2nn_runtime::kernels::norm::BatchNorm;
+use d2nn_runtime::kernels::logic::Compare;
+use d2nn_runtime::kernels::norm::{BatchNorm, LayerNorm};
+use d2nn_runtime::kernels::one_hot::OneHot;
 use d2nn_runtime::kernels::pool::{GlobalKind, Pool2d};
-use d2nn_runtime::kernels::reduce::ReduceKind;
+use d2nn_runtime::kernels::reduce::{ArgReduce, ReduceKind};
 use d2nn_runtime::{DType, Tensor};
 use std::sync::Arc;
 
@@ -77,7 +82,7 @@ impl Buffer {
 /// How a node's step computes its outputs.
 ///
 /// The fast kernels run the runtime's kernels (`d2nn_runtime::kernels`; f32,
-/// or any dtype for data movement)
+/// or any dtype for data movement, comparisons, `Where`, `Cast` and `OneHot`)
 /// on the operands in place. Their parameters are computed at lowering time
 /// and never depend on the batch size: the kernels derive the batch-scaled
 /// outer count (batch × channels planes, softmax rows…) from the lengths of
@@ -137,6 +142,66 @@ pub enum Kernel {
     /// Constant-mode Pad of any dtype with constant pads; `fill` is the
     /// one-element value (the data's dtype) written outside the input.
     Pad { geometry: copy::Pad, fill: Tensor },
+    /// f32 ReduceSum/Mean/Max/Min over the middle axis of `[outer, len,
+    /// inner]` whose reduced block holds the batch (e.g. every axis
+    /// reduced): `len` is resolved per call; `outer` (batch-independent) is
+    /// derived from the output's length. The same runtime kernel as
+    /// [`Kernel::Reduce`].
+    ReduceOverBatch { kind: ReduceKind, len: Dim, inner: usize },
+    /// A broadcasting comparison of inputs 0 and 1 (both f32, i64 or i32;
+    /// bool for `Equal`) into bool bytes (`kernels::logic::compare_strided`).
+    Compare(CompareKernel),
+    /// `Where(cond, X, Y)` with broadcasting, for any data dtype
+    /// (`kernels::logic::where_strided`).
+    Where(WhereKernel),
+    /// `Cast` of input 0 from `from` to `to` (f32, i64, i32, bool), exactly
+    /// as the interpreter converts (`kernels::cast::cast`).
+    Cast { from: DType, to: DType },
+    /// ArgMax/ArgMin of f32, i64 or i32 input 0 over the middle axis of
+    /// `[outer, len, inner]` into i64 indices (`kernels::reduce::arg_reduce`).
+    ArgReduce(ArgReduce),
+    /// OneHot of f32, i64 or i32 indices (input 0) with constant depth and
+    /// values; `off_on` holds `[off, on]` in the output's dtype
+    /// (`kernels::one_hot::one_hot`).
+    OneHot { geometry: OneHot, off_on: Tensor },
+    /// f32 LayerNormalization (Y only) over rows of `geometry.row`
+    /// elements, with constant scale and optional bias broadcast onto a row
+    /// (`kernels::norm::layer_norm`, bit for bit the interpreter's).
+    LayerNorm { geometry: LayerNorm, scale: Arc<Vec<f32>>, bias: Option<Arc<Vec<f32>>> },
+    /// f32 1-D/2-D ConvTranspose as GEMM + col2im over weights packed at
+    /// lowering (`kernels::conv_transpose`).
+    ConvTranspose(ConvTransposeKernel),
+}
+
+/// A broadcasting comparison as a strided loop over the output, laid out as
+/// [`BinaryKernel`] (dims resolved per call, batch-independent strides).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompareKernel {
+    pub op: Compare,
+    pub dims: Vec<Dim>,
+    pub a_strides: Vec<usize>,
+    pub b_strides: Vec<usize>,
+}
+
+/// `Where` as a strided loop over the output, laid out as [`BinaryKernel`]
+/// with a stride vector per operand.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WhereKernel {
+    pub dims: Vec<Dim>,
+    pub cond_strides: Vec<usize>,
+    pub x_strides: Vec<usize>,
+    pub y_strides: Vec<usize>,
+}
+
+/// A transposed convolution: weights packed per group, optional bias.
+#[derive(Clone, Debug)]
+pub struct ConvTransposeKernel {
+    pub geometry: ConvTranspose2d,
+    pub weights: Arc<ConvTransposeWeights>,
+    /// The model constant the weights were packed from (`[c_in, c_out /
+    /// group, kh, kw]`): compiled back ends pack it again at load time.
+    pub weight_value: crate::ir::ValueId,
+    pub bias: Option<Arc<Vec<f32>>>,
 }
 
 /// Input index of the residual operand of a step whose kernel fused an

@@ -173,6 +173,26 @@ pub fn describe(kernel: &Kernel) -> String {
         Kernel::Split { .. } => "split".into(),
         Kernel::Gather(_) => "gather".into(),
         Kernel::Pad { .. } => "pad".into(),
+        Kernel::ReduceOverBatch { kind, .. } => format!("reduce {kind:?} over the batch"),
+        Kernel::Compare(c) => format!("compare {:?}", c.op),
+        Kernel::Where(_) => "where".into(),
+        Kernel::Cast { from, to } => format!("cast {from} -> {to}"),
+        Kernel::ArgReduce(a) => format!("{}{}", if a.max { "argmax" } else { "argmin" }, if a.select_last_index { " (last index)" } else { "" }),
+        Kernel::OneHot { geometry, .. } => format!("one-hot depth {}", geometry.depth),
+        Kernel::LayerNorm { geometry, bias, .. } => format!("layer norm over {}{}", geometry.row, if bias.is_some() { " + bias" } else { "" }),
+        Kernel::ConvTranspose(c) => {
+            let g = &c.geometry;
+            format!(
+                "conv transpose {}x{}/{} group {} {}->{} gemm + col2im{}",
+                g.kh,
+                g.kw,
+                g.stride.0,
+                g.group,
+                g.c_in,
+                g.c_out,
+                if c.bias.is_some() { " + bias" } else { "" }
+            )
+        }
     }
 }
 

@@ -201,7 +201,7 @@ pub fn magnitude_graph(graph: &Graph) -> Graph {
     for n in g.walk_nodes() {
         let node = &mut g.nodes[n];
         match &mut node.op {
-            Op::Conv(_) | Op::MatMul | Op::Binary(BinaryOp::Add | BinaryOp::Mul) | Op::Identity | Op::Flatten { .. } => {}
+            Op::Conv(_) | Op::ConvTranspose(_) | Op::MatMul | Op::Binary(BinaryOp::Add | BinaryOp::Mul) | Op::Identity | Op::Flatten { .. } => {}
             Op::Reduce { op: ReduceOp::Sum | ReduceOp::Mean, .. } => {}
             Op::GlobalPool { kind: PoolKind::Average { .. } } | Op::Pool { kind: PoolKind::Average { .. }, .. } => {}
             Op::Binary(BinaryOp::Sub) => node.op = Op::Binary(BinaryOp::Add),

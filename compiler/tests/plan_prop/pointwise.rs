@@ -97,7 +97,7 @@ pub fn reduce_case() -> impl Strategy<Value = ReduceCase> {
     dims(1..=3, 8).prop_flat_map(|dims| {
         let rank = dims.len() + 1;
         let op = select(vec![ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min]);
-        // The batch axis is reduced rarely: that case always falls back.
+        // The batch axis is reduced rarely (over the batch, or every axis).
         let reduced = (prop_oneof![5 => Just(false), 1 => Just(true)], vec(any::<bool>(), rank - 1)).prop_map(|(batch, rest)| [vec![batch], rest].concat());
         ((batch(), 1usize..=4), Just(dims), op, reduced, any::<bool>(), any::<bool>(), any::<u64>()).prop_map(|(b, dims, op, reduced, keepdims, negative, seed)| ReduceCase {
             batches: fit(b, dims.iter().product()),
@@ -111,26 +111,40 @@ pub fn reduce_case() -> impl Strategy<Value = ReduceCase> {
     })
 }
 
+/// The reduction kernel a case should get.
+enum ExpectedReduce {
+    /// `Kernel::Reduce { len, inner }`.
+    Block(usize, usize),
+    /// `Kernel::ReduceOverBatch` with `len = N × per_sample`.
+    OverBatch(usize, usize),
+    Reference,
+}
+
 impl ReduceCase {
-    /// `(len, inner)` of the fast kernel when the reduced axes that are not
-    /// size 1 form one block of known dims (the batch is never known).
-    fn expected_block(&self) -> Option<(usize, usize)> {
+    /// The fast kernel when the reduced axes that are not size 1 form one
+    /// block (the batch is never size 1): `Reduce` when the batch is outside
+    /// it, `ReduceOverBatch` when it is inside.
+    fn expected(&self) -> ExpectedReduce {
         let full: Vec<Option<usize>> = std::iter::once(None).chain(self.dims.iter().map(|&d| Some(d))).collect();
         let all = !self.reduced.contains(&true);
         let significant = |i: usize| full[i] != Some(1);
         let block: Vec<usize> = (0..full.len()).filter(|&i| (all || self.reduced[i]) && significant(i)).collect();
-        let (Some(&first), Some(&last)) = (block.first(), block.last()) else { return Some((1, 1)) };
+        let (Some(&first), Some(&last)) = (block.first(), block.last()) else { return ExpectedReduce::Block(1, 1) };
         if (first..=last).any(|i| !(all || self.reduced[i]) && significant(i)) {
-            return None;
+            return ExpectedReduce::Reference;
         }
-        let product = |axes: &[Option<usize>]| axes.iter().try_fold(1, |p, d| Some(p * (*d)?));
-        Some((product(&full[first..=last])?, product(&full[last + 1..])?))
+        let inner: usize = self.dims[last..].iter().product();
+        if first == 0 {
+            ExpectedReduce::OverBatch(self.dims[..last].iter().product(), inner)
+        } else {
+            ExpectedReduce::Block(self.dims[first - 1..last].iter().product(), inner)
+        }
     }
 }
 
-/// The reduction kernel exactly when the reduced axes form one block past the
-/// batch; Max and Min equal the interpreter exactly, Sum and Mean within f64
-/// reordering of the reduced elements.
+/// The reduction kernel exactly when the reduced axes form one block (over
+/// the batch or not); Max and Min equal the interpreter exactly, Sum and
+/// Mean within f64 reordering of the reduced elements.
 pub fn check_reduce(c: &ReduceCase) -> Result<(), TestCaseError> {
     let mut b = Builder::new(c.seed);
     let x = b.input("x", &c.dims);
@@ -146,11 +160,14 @@ pub fn check_reduce(c: &ReduceCase) -> Result<(), TestCaseError> {
         ReduceOp::Max => ReduceKind::Max,
         _ => ReduceKind::Min,
     };
-    match c.expected_block() {
-        Some((len, inner)) => expect_kernel(&program, "reduce", &format!("the reduction kernel with len {len}, inner {inner}"), |k| {
+    match c.expected() {
+        ExpectedReduce::Block(len, inner) => expect_kernel(&program, "reduce", &format!("the reduction kernel with len {len}, inner {inner}"), |k| {
             matches!(k, Kernel::Reduce { kind: kd, len: l, inner: i } if *kd == kind && *l == len && *i == inner)
         })?,
-        None => expect_kernel(&program, "reduce", "the reference", |k| matches!(k, Kernel::Reference))?,
+        ExpectedReduce::OverBatch(per_sample, inner) => expect_kernel(&program, "reduce", &format!("the reduction over the batch with len N·{per_sample}, inner {inner}"), |k| {
+            matches!(k, Kernel::ReduceOverBatch { kind: kd, len: Dim::Sym { factor, .. }, inner: i } if *kd == kind && *factor == per_sample && *i == inner)
+        })?,
+        ExpectedReduce::Reference => expect_kernel(&program, "reduce", "the reference", |k| matches!(k, Kernel::Reference))?,
     }
     let tol = match c.op {
         ReduceOp::Max | ReduceOp::Min => Tolerance::EXACT,
@@ -193,6 +210,58 @@ pub fn check_batch_norm(c: &BatchNormCase) -> Result<(), TestCaseError> {
     let plane: usize = c.spatial.iter().product();
     expect_kernel(&program, "bn", "the batch norm kernel", |k| matches!(k, Kernel::BatchNorm { plane: p, .. } if *p == plane))?;
     check_against_interpreter(&graph, program, &c.batches, c.seed, Tolerance::f64_sum(4))
+}
+
+#[derive(Clone, Debug)]
+pub struct LayerNormCase {
+    pub batches: [usize; 2],
+    pub dims: Vec<usize>,
+    /// Over `[N, dims…]`; 0 normalises the batch too.
+    pub axis: i64,
+    /// Scale and bias shapes: the normalised dims with some set to 1 and
+    /// some leading ones dropped (they broadcast onto the normalised dims).
+    pub scale: (Vec<bool>, usize),
+    pub bias: Option<(Vec<bool>, usize)>,
+    pub epsilon: f32,
+    pub seed: u64,
+}
+
+pub fn layer_norm_case() -> impl Strategy<Value = LayerNormCase> {
+    dims(1..=3, 12).prop_flat_map(|dims| {
+        let rank = dims.len() as i64 + 1;
+        let shape = || (vec(prop_oneof![3 => Just(true), 1 => Just(false)], 4), 0usize..=4);
+        let axis = prop_oneof![1 => Just(0i64), 6 => 1..rank].prop_flat_map(move |a| prop_oneof![Just(a), Just(a - rank)]);
+        ((batch(), 1usize..=4), Just(dims), axis, shape(), prop::option::of(shape()), select(vec![1e-5f32, 1e-3, 0.5]), any::<u64>()).prop_map(
+            |(b, dims, axis, scale, bias, epsilon, seed)| LayerNormCase { batches: fit(b, dims.iter().product()), dims, axis, scale, bias, epsilon, seed },
+        )
+    })
+}
+
+/// The layer norm kernel whenever the batch is not normalised, bit for bit
+/// the interpreter's (the runtime sums in its order, in f64).
+pub fn check_layer_norm(c: &LayerNormCase) -> Result<(), TestCaseError> {
+    let mut b = Builder::new(c.seed);
+    let x = b.input("x", &c.dims);
+    let rank = c.dims.len() + 1;
+    let axis = if c.axis < 0 { c.axis + rank as i64 } else { c.axis } as usize;
+    // The normalised dims, past the batch (the batch's own size is 1 here: a shape for scale and bias).
+    let normalized: Vec<usize> = if axis == 0 { [&[1][..], &c.dims].concat() } else { c.dims[axis - 1..].to_vec() };
+    let shaped = |(mask, skip): &(Vec<bool>, usize)| -> Vec<usize> {
+        let dims: Vec<usize> = normalized.iter().zip(mask.iter().chain(std::iter::repeat(&true))).map(|(&d, &keep)| if keep { d } else { 1 }).collect();
+        dims[(*skip).min(dims.len())..].to_vec()
+    };
+    let scale = b.random("scale", &shaped(&c.scale), 1.0);
+    let bias = c.bias.as_ref().map(|s| b.random("bias", &shaped(s), 1.0));
+    let y = b.node("ln", Op::LayerNorm { axis: c.axis, epsilon: c.epsilon }, vec![Some(x), Some(scale), bias]);
+    let mut graph = b.finish(vec![y]);
+    let program = optimize_and_lower(&mut graph);
+    if axis == 0 {
+        expect_kernel(&program, "ln", "the reference (the batch is normalised)", |k| matches!(k, Kernel::Reference))?;
+    } else {
+        let row: usize = normalized.iter().product();
+        expect_kernel(&program, "ln", &format!("the layer norm kernel over rows of {row}"), |k| matches!(k, Kernel::LayerNorm { geometry, .. } if geometry.row == row))?;
+    }
+    check_against_interpreter(&graph, program, &c.batches, c.seed, Tolerance::EXACT)
 }
 
 /// The unary ops with a fast kernel, and Clip with constant (or absent) bounds.

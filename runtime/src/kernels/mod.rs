@@ -1,8 +1,11 @@
 //! Fast f32 kernels for the cheap but frequent ops: elementwise activations
-//! and broadcasting arithmetic, pooling, softmax, per-channel normalisation
-//! and reductions over a contiguous block of axes; and, for any element type,
-//! the data-movement kernels ([`copy`]: transpose, slice, constant pad,
-//! concat, split and gather), which copy exactly.
+//! and broadcasting arithmetic, pooling, softmax, per-channel and layer
+//! normalisation, reductions over a contiguous block of axes and
+//! arg-reductions, and transposed convolution; for any element type, the
+//! data-movement kernels ([`copy`]: transpose, slice, constant pad, concat,
+//! split and gather), which copy exactly, and the exact ones of control
+//! logic: comparisons and `Where` ([`logic`]), `Cast` ([`cast`]) and
+//! `OneHot` ([`one_hot`]). Bool is one byte, 0 or 1.
 //!
 //! Every kernel works on row-major slices with the geometry given as plain
 //! numbers, so a compiler can compute it once and a generated program or the
@@ -18,13 +21,19 @@
 //! with it bit for bit. The exceptions, each documented in its module, are
 //! row sums split into interleaved partial sums so they vectorise
 //! ([`reduce`], global average pooling) and batch norm's folded per-channel
-//! factor: they differ only by f64 rounding before the final f32 rounding.
+//! factor: they differ only by f64 rounding before the final f32 rounding;
+//! and transposed convolution ([`conv_transpose`]), which sums in f32 on the
+//! GEMM core, within the error bound of an f32 sum of each output's terms.
 
+pub mod cast;
 pub mod conv;
+pub mod conv_transpose;
 pub mod copy;
 pub mod depthwise;
 pub mod elementwise;
+pub mod logic;
 pub mod norm;
+pub mod one_hot;
 pub mod pool;
 pub mod reduce;
 mod scratch;

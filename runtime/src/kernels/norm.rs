@@ -1,5 +1,7 @@
 //! Inference-mode BatchNormalization (when it was not folded into a
-//! convolution): a per-channel affine map over `[N, C, plane]`.
+//! convolution): a per-channel affine map over `[N, C, plane]`; and
+//! LayerNormalization over rows ([`layer_norm`], bit for bit the reference's
+//! arithmetic, see there).
 //!
 //! The statistics are folded once into `factor = scale / sqrt(var + eps)`;
 //! each element then costs `factor·(x - mean) + bias` in f64, rounded once to
@@ -68,6 +70,56 @@ pub fn batch_norm(bn: &BatchNorm, plane: usize, x: &[f32], out: &mut [f32]) -> R
     Ok(())
 }
 
+/// LayerNormalization's geometry: every `row` consecutive elements (the
+/// axes from `axis` on) are standardised together.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayerNorm {
+    pub row: usize,
+    pub epsilon: f32,
+}
+
+/// `y = (x - mean) · inv_std · scale + bias` over each row of `x` (the row
+/// count derived from the length), `scale` and `bias` holding `row` values
+/// (already broadcast onto the row).
+///
+/// The reference's arithmetic in its order, so the result is bit for bit
+/// the interpreter's: the mean is the sequential f64 sum over `row`, the
+/// variance the sequential f64 sum of squared deviations over `row`,
+/// `inv_std = 1 / sqrt(var + epsilon)`, each element
+/// `((x - mean)·inv_std·scale + bias)` in f64 (`+ 0.0` without a bias)
+/// rounded once.
+pub fn layer_norm(g: &LayerNorm, scale: &[f32], bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) -> Result<(), KernelError> {
+    expect_len("output", y.len(), x.len())?;
+    expect_len("scale", scale.len(), g.row)?;
+    if let Some(b) = bias {
+        expect_len("bias", b.len(), g.row)?;
+    }
+    blocks("input", x.len(), g.row)?;
+    if x.is_empty() {
+        return Ok(());
+    }
+    let n = g.row as f64;
+    let epsilon = f64::from(g.epsilon);
+    for (src, dst) in x.chunks_exact(g.row).zip(y.chunks_exact_mut(g.row)) {
+        let mean = src.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = src.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+        let inv_std = 1.0 / (var + epsilon).sqrt();
+        match bias {
+            Some(b) => {
+                for (((d, &v), &s), &b) in dst.iter_mut().zip(src).zip(scale).zip(b) {
+                    *d = ((f64::from(v) - mean) * inv_std * f64::from(s) + f64::from(b)) as f32;
+                }
+            }
+            None => {
+                for ((d, &v), &s) in dst.iter_mut().zip(src).zip(scale) {
+                    *d = ((f64::from(v) - mean) * inv_std * f64::from(s) + 0.0) as f32;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +145,54 @@ mod tests {
                 prop_assert!((f64::from(got) - want).abs() <= 1e-6 * want.abs() + 1e-6, "element {k}: got {got}, want {want}");
             }
         }
+    }
+
+    proptest! {
+        /// Against the definition written independently: mean and variance
+        /// in f64 as numpy's (sequential) sums.
+        #[test]
+        fn layer_norm_matches_the_definition(
+            rows in 0usize..4, row in 1usize..20, eps in 1e-6f32..1e-1, with_bias in any::<bool>(),
+            xs in prop::collection::vec(-10.0f32..10.0, 4 * 20),
+            params in prop::collection::vec((-3.0f32..3.0, -3.0f32..3.0), 20),
+        ) {
+            let x = &xs[..rows * row];
+            let scale: Vec<f32> = params[..row].iter().map(|p| p.0).collect();
+            let bias: Vec<f32> = params[..row].iter().map(|p| p.1).collect();
+            let mut y = vec![0.0; x.len()];
+            layer_norm(&LayerNorm { row, epsilon: eps }, &scale, with_bias.then_some(&bias[..]), x, &mut y).unwrap();
+            for r in 0..rows {
+                let v = &x[r * row..(r + 1) * row];
+                let mut sum = 0.0f64;
+                for &e in v {
+                    sum += f64::from(e);
+                }
+                let mean = sum / row as f64;
+                let mut sq = 0.0f64;
+                for &e in v {
+                    sq += (f64::from(e) - mean) * (f64::from(e) - mean);
+                }
+                let inv = 1.0 / (sq / row as f64 + f64::from(eps)).sqrt();
+                for j in 0..row {
+                    let b = if with_bias { f64::from(bias[j]) } else { 0.0 };
+                    let want = ((f64::from(v[j]) - mean) * inv * f64::from(scale[j]) + b) as f32;
+                    prop_assert_eq!(y[r * row + j].to_bits(), want.to_bits(), "row {} element {}", r, j);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn layer_norm_bad_calls_are_errors() {
+        let g = LayerNorm { row: 3, epsilon: 1e-5 };
+        assert!(layer_norm(&g, &[1.0; 3], None, &[0.0; 5], &mut [0.0; 5]).is_err());
+        assert!(layer_norm(&g, &[1.0; 2], None, &[0.0; 6], &mut [0.0; 6]).is_err());
+        assert!(layer_norm(&g, &[1.0; 3], Some(&[0.0; 4]), &[0.0; 6], &mut [0.0; 6]).is_err());
+        assert!(layer_norm(&g, &[1.0; 3], None, &[0.0; 6], &mut [0.0; 3]).is_err());
+        // A constant row has zero variance: 1/sqrt(epsilon) times 0.
+        let mut y = [9.0; 3];
+        layer_norm(&g, &[1.0; 3], Some(&[0.5; 3]), &[2.0; 3], &mut y).unwrap();
+        assert_eq!(y, [0.5; 3]);
     }
 
     #[test]

@@ -93,8 +93,16 @@ pub(super) fn variadic(graph: &Graph, node: NodeId, op: VariadicOp) -> Option<Ke
 /// are dropped and uniformly strided neighbours merged; the iteration dims
 /// may hold the batch and are resolved per call.
 pub(super) fn layout(op: Binary, a: &[Dim], b: &[Dim], out: &[Dim]) -> Option<BinaryKernel> {
-    let (sa, sb) = (strides(a, out)?, strides(b, out)?);
-    let mut k = BinaryKernel { op, dims: Vec::new(), a_strides: Vec::new(), b_strides: Vec::new() };
+    let (dims, [a_strides, b_strides]) = strided_layout([a, b], out)?;
+    Some(BinaryKernel { op, dims, a_strides, b_strides })
+}
+
+/// [`layout`] for any number of operands: the iteration dims and each
+/// operand's strides over them.
+pub(super) fn strided_layout<const K: usize>(operands: [&[Dim]; K], out: &[Dim]) -> Option<(Vec<Dim>, [Vec<usize>; K])> {
+    let all: Vec<Vec<usize>> = operands.iter().map(|o| strides(o, out)).collect::<Option<_>>()?;
+    let mut dims: Vec<Dim> = Vec::new();
+    let mut st: [Vec<usize>; K] = std::array::from_fn(|_| Vec::new());
     for (i, &d) in out.iter().enumerate() {
         if d == Dim::Known(1) {
             continue;
@@ -102,22 +110,24 @@ pub(super) fn layout(op: Binary, a: &[Dim], b: &[Dim], out: &[Dim]) -> Option<Bi
         // Axis `i` merges into the previous one when each operand steps over
         // both uniformly: previous stride = stride × this dim (or both 0).
         let uniform = |prev: usize, s: usize| (prev == 0 && s == 0) || d.known().and_then(|n| s.checked_mul(n)) == Some(prev);
-        match (k.dims.last_mut(), k.a_strides.last_mut(), k.b_strides.last_mut()) {
-            (Some(last), Some(pa), Some(pb)) if uniform(*pa, sa[i]) && uniform(*pb, sb[i]) => {
-                *last = *last * d;
-                (*pa, *pb) = (sa[i], sb[i]);
+        let merge = !dims.is_empty() && st.iter().zip(&all).all(|(s, a)| uniform(s[s.len() - 1], a[i]));
+        if merge {
+            let last = dims.len() - 1;
+            dims[last] = dims[last] * d;
+            for (s, a) in st.iter_mut().zip(&all) {
+                s[last] = a[i];
             }
-            _ => {
-                k.dims.push(d);
-                k.a_strides.push(sa[i]);
-                k.b_strides.push(sb[i]);
+        } else {
+            dims.push(d);
+            for (s, a) in st.iter_mut().zip(&all) {
+                s.push(a[i]);
             }
         }
     }
-    if k.dims.iter().any(|d| matches!(d, Dim::Unknown)) {
+    if dims.iter().any(|d| matches!(d, Dim::Unknown)) {
         return None;
     }
-    Some(k)
+    Some((dims, st))
 }
 
 /// An operand's strides over the output's axes (0 where it is broadcast),

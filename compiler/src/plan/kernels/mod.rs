@@ -6,18 +6,23 @@
 //! executor hands fast kernels their operands as slices: graph inputs and
 //! constants in place, arena buffers through one checked split of the arena.
 //!
-//! Every fast kernel but data movement is f32-only, and each needs its
+//! Every fast kernel but data movement and control logic (comparisons,
+//! `Where`, `Cast`, `OneHot`, arg-reductions) is f32-only, and each needs its
 //! geometry known at lowering time except for the batch: the batch may only
 //! scale the outermost count a kernel derives from its slice lengths (planes
 //! of a pool, rows of a softmax or reduction, blocks of a transpose), or, for
 //! binary ops, iteration dims that the executor resolves per call while the
 //! strides stay batch-independent. Per-family rules are in [`elementwise`],
-//! [`pool`], [`softmax`], [`reduce`], [`norm`], [`dense`] (convolutions and
-//! fully connected layers) and [`shape`] (Transpose, Slice, Concat, Split,
-//! Gather and Pad, for every dtype).
+//! [`logic`] (comparisons, Where, Cast), [`pool`], [`softmax`], [`reduce`]
+//! (also ArgMax/ArgMin and OneHot), [`norm`] (batch and layer norm),
+//! [`dense`] (convolutions and fully connected layers), [`conv_transpose`]
+//! and [`shape`] (Transpose, Slice, Concat, Split, Gather and Pad, for every
+//! dtype).
 
+mod conv_transpose;
 mod dense;
 mod elementwise;
+mod logic;
 mod norm;
 mod pool;
 mod reduce;
@@ -40,13 +45,20 @@ pub(super) fn choose(graph: &Graph, node: NodeId) -> Kernel {
         }
         Op::Unary(op) => elementwise::unary(graph, node, *op),
         Op::Clip => elementwise::clip(graph, node),
+        Op::Binary(op) if op.is_comparison() => logic::compare(graph, node, *op),
         Op::Binary(op) => elementwise::binary(graph, node, *op),
+        Op::Where => logic::where_(graph, node),
+        Op::Cast { to } => logic::cast(graph, node, *to),
         Op::Variadic(op) => elementwise::variadic(graph, node, *op),
         Op::Pool { kind, attrs } => pool::pool(graph, node, *kind, attrs),
         Op::GlobalPool { kind } => pool::global_pool(graph, node, *kind),
         Op::Softmax { axis, log, coerce_2d } => softmax::softmax(graph, node, *axis, *log, *coerce_2d),
         Op::Reduce { op, noop_with_empty_axes, .. } => reduce::reduce(graph, node, *op, *noop_with_empty_axes),
+        Op::ArgReduce { max, axis, select_last_index, .. } => reduce::arg_reduce(graph, node, *max, *axis, *select_last_index),
+        Op::OneHot { axis } => reduce::one_hot(graph, node, *axis),
         Op::BatchNorm { epsilon } => norm::batch_norm(graph, node, *epsilon),
+        Op::LayerNorm { axis, epsilon } => norm::layer_norm(graph, node, *axis, *epsilon),
+        Op::ConvTranspose(attrs) => conv_transpose::conv_transpose(graph, node, attrs),
         Op::Conv(attrs) => dense::conv(graph, node, attrs),
         Op::Gemm { alpha, beta, trans_a, trans_b } => dense::dense(graph, node, *trans_b, *alpha, *beta, *trans_a),
         Op::MatMul => dense::dense(graph, node, false, 1.0, 1.0, false),
