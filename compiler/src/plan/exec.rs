@@ -406,14 +406,14 @@ impl Executor {
                 let (pool, min) = (Arc::clone(&self.pool), self.min_parallel_outputs);
                 let len = len.resolve(&|_| Some(call.batch)).ok_or("the reduced length is unknown")?;
                 self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
-                    in_parallel(&pool, min, x[0], y, (len * inner, *inner), |x, y| reduce::reduce(*kind, len, *inner, x, y)).map_err(err)
+                    for_units(&pool, min, x[0], y, (len * inner, *inner), |x, y| reduce::reduce(*kind, len, *inner, x, y)).map_err(err)
                 })
             }
             Kernel::LayerNorm { geometry, scale, bias } => {
                 let (pool, min) = (Arc::clone(&self.pool), self.min_parallel_outputs);
                 self.with_io::<f32>(p, &[operand(0)?], out, call, |x, y| {
                     let bias = bias.as_deref().map(Vec::as_slice);
-                    in_parallel(&pool, min, x[0], y, (geometry.row, geometry.row), |x, y| norm::layer_norm(geometry, scale, bias, x, y)).map_err(err)
+                    for_units(&pool, min, x[0], y, (geometry.row, geometry.row), |x, y| norm::layer_norm(geometry, scale, bias, x, y)).map_err(err)
                 })
             }
             Kernel::ConvTranspose(c) => {

@@ -381,24 +381,20 @@ impl<'a> Writer<'a> {
         let literal = |atom: crate::dynamic::AtomId, positive: bool| -> TokenStream {
             let Some((id, dtype)) = atom_ident.get(&atom) else { return quote!(false) };
             let float = *dtype == DType::F32;
-            let test = match analysis.atoms[atom as usize].kind {
-                AtomKind::Test { .. } if float => quote!(compiled::at(#id, i) != 0.0),
-                AtomKind::Test { .. } => quote!(compiled::at(#id, i) != 0),
-                AtomKind::Choice { choice, .. } if float => {
-                    let c = f32_lit(choice as f32);
-                    quote!(compiled::at(#id, i) == #c)
-                }
-                AtomKind::Choice { choice, .. } => {
-                    let c = proc_macro2::Literal::i64_unsuffixed(choice as i64);
-                    quote!(compiled::at(#id, i) == #c)
-                }
+            // Negations as the opposite comparison: NaN compares alike both ways.
+            let (value, holds_if_equal) = match analysis.atoms[atom as usize].kind {
+                AtomKind::Test { .. } if float => (quote!(0.0), false),
+                AtomKind::Test { .. } => (quote!(0), false),
+                AtomKind::Choice { choice, .. } if float => (f32_lit(choice as f32), true),
+                AtomKind::Choice { choice, .. } => (proc_macro2::Literal::i64_unsuffixed(choice as i64).into_token_stream(), true),
             };
-            if positive {
-                test
+            if holds_if_equal == positive {
+                quote!(compiled::at(#id, i) == #value)
             } else {
-                quote!(!(#test))
+                quote!(compiled::at(#id, i) != #value)
             }
         };
+        let several = b.local.terms().len() > 1;
         let terms: Vec<TokenStream> = b
             .local
             .terms()
@@ -408,7 +404,11 @@ impl<'a> Writer<'a> {
                     return quote!(true);
                 }
                 let lits = term.iter().map(|l| literal(l.atom, l.positive));
-                quote!((#(#lits)&&*))
+                if several && term.len() > 1 {
+                    quote!((#(#lits)&&*))
+                } else {
+                    quote!(#(#lits)&&*)
+                }
             })
             .collect();
         let guard = if terms.is_empty() { quote!(false) } else { quote!(#(#terms)||*) };
@@ -662,6 +662,90 @@ impl<'a> Writer<'a> {
                     Tensor::Bool(a) => proc_macro2::Literal::u8_suffixed(u8::from(a.iter().next().copied().unwrap_or(false))).into_token_stream(),
                 };
                 self.io(&[(operand(0)?, ty.clone())], (out, ty), quote!(copy::pad(&self.#f, #fill, x0, y)#at;))?
+            }
+            Kernel::ReduceOverBatch { kind, len, inner } => {
+                let kind = tokens::enum_value("ReduceKind", kind);
+                let len = dim_expr(len);
+                let i = usize_lit(*inner);
+                self.io(&[(operand(0)?, f32t.clone())], (out, f32t), quote! {
+                    let len = #len;
+                    for_units(&self.pool, MIN_PARALLEL_OUTPUTS, x0, y, (len * #i, #i), |x, y| reduce::reduce(#kind, len, #i, x, y))#at;
+                })?
+            }
+            Kernel::Compare(k) => {
+                let op = tokens::enum_value("Compare", &k.op);
+                let (a, b) = (operand(0)?, operand(1)?);
+                let dims = k.dims.iter().map(dim_expr);
+                let (sa, sb) = (usize_array(&k.a_strides), usize_array(&k.b_strides));
+                let ins = [(a, elem_ty(p.buffers[a].dtype)), (b, elem_ty(p.buffers[b].dtype))];
+                self.io(&ins, (out, quote!(u8)), quote!(logic::compare_strided(#op, x0, x1, &[#(#dims),*], &#sa, &#sb, y)#at;))?
+            }
+            Kernel::Where(k) => {
+                let (c, a, b) = (operand(0)?, operand(1)?, operand(2)?);
+                let dims = k.dims.iter().map(dim_expr);
+                let (sc, sa, sb) = (usize_array(&k.cond_strides), usize_array(&k.x_strides), usize_array(&k.y_strides));
+                let ty = elem_ty(out_buf.dtype);
+                let ins = [(c, quote!(u8)), (a, ty.clone()), (b, ty.clone())];
+                self.io(&ins, (out, ty), quote!(logic::where_strided(x0, x1, x2, &[#(#dims),*], [&#sc, &#sa, &#sb], y)#at;))?
+            }
+            Kernel::Cast { from, to } => {
+                let x = operand(0)?;
+                self.io(&[(x, elem_ty(*from))], (out, elem_ty(*to)), quote!(cast::cast(x0, y)#at;))?
+            }
+            Kernel::ArgReduce(g) => {
+                let x = operand(0)?;
+                let (max, last, len, inner) = (g.max, g.select_last_index, usize_lit(g.len), usize_lit(g.inner));
+                self.io(&[(x, elem_ty(p.buffers[x].dtype))], (out, quote!(i64)), quote! {
+                    reduce::arg_reduce(&ArgReduce { max: #max, select_last_index: #last, len: #len, inner: #inner }, x0, y)#at;
+                })?
+            }
+            Kernel::OneHot { geometry, off_on } => {
+                let x = operand(0)?;
+                let pair = |t: &Tensor| -> Option<(TokenStream, TokenStream)> {
+                    Some(match t {
+                        Tensor::F32(a) => (f32_lit(*a.iter().next()?), f32_lit(*a.iter().nth(1)?)),
+                        Tensor::I64(a) => (proc_macro2::Literal::i64_suffixed(*a.iter().next()?).into_token_stream(), proc_macro2::Literal::i64_suffixed(*a.iter().nth(1)?).into_token_stream()),
+                        Tensor::I32(a) => (proc_macro2::Literal::i32_suffixed(*a.iter().next()?).into_token_stream(), proc_macro2::Literal::i32_suffixed(*a.iter().nth(1)?).into_token_stream()),
+                        Tensor::Bool(a) => (proc_macro2::Literal::u8_suffixed(u8::from(*a.iter().next()?)).into_token_stream(), proc_macro2::Literal::u8_suffixed(u8::from(*a.iter().nth(1)?)).into_token_stream()),
+                    })
+                };
+                let (off, on) = pair(off_on).ok_or_else(|| self.node_err(node, "its values are not an [off, on] pair"))?;
+                let (depth, inner) = (usize_lit(geometry.depth), usize_lit(geometry.inner));
+                self.io(&[(x, elem_ty(p.buffers[x].dtype))], (out, elem_ty(out_buf.dtype)), quote! {
+                    one_hot::one_hot(&OneHot { depth: #depth, inner: #inner }, x0, #off, #on, y)#at;
+                })?
+            }
+            Kernel::LayerNorm { geometry, scale, bias } => {
+                let read = self.weight_f32(&format!("{hint}.scale"), scale);
+                let sf = self.field(&format!("{hint}_scale"), quote!(Vec<f32>), read);
+                let bias = match bias {
+                    Some(b) => {
+                        let read = self.weight_f32(&format!("{hint}.bias"), b);
+                        let f = self.field(&format!("{hint}_bias"), quote!(Vec<f32>), read);
+                        quote!(Some(&self.#f[..]))
+                    }
+                    None => quote!(None),
+                };
+                let (row, eps) = (usize_lit(geometry.row), f32_lit(geometry.epsilon));
+                self.io(&[(operand(0)?, f32t.clone())], (out, f32t), quote! {
+                    let g = LayerNorm { row: #row, epsilon: #eps };
+                    for_units(&self.pool, MIN_PARALLEL_OUTPUTS, x0, y, (#row, #row), |x, y| norm::layer_norm(&g, &self.#sf, #bias, x, y))#at;
+                })?
+            }
+            Kernel::ConvTranspose(c) => {
+                let geometry = self.constant(&hint, quote!(ConvTranspose2d), tokens::conv_transpose2d(&c.geometry));
+                let w = self.source_const(c.weight_value, node)?.as_f32().map_err(|_| self.node_err(node, "its weight is not f32"))?.iter().copied().collect::<Vec<f32>>();
+                let read = self.weight_f32(&self.graph.values[c.weight_value].name.clone(), &w);
+                let weights = self.field(&hint, quote!(ConvTransposeWeights), quote!(ConvTransposeWeights::pack(&#geometry, &#read)#at));
+                let bias = match &c.bias {
+                    Some(b) => {
+                        let read = self.weight_f32(&format!("{hint}.bias"), b);
+                        let f = self.field(&format!("{hint}_bias"), quote!(Vec<f32>), read);
+                        quote!(Some(&self.#f[..]))
+                    }
+                    None => quote!(None),
+                };
+                self.io(&[(operand(0)?, f32t.clone())], (out, f32t), quote!(conv_transpose::conv_transpose2d(&#geometry, &self.#weights, #bias, x0, y, &self.pool)#at;))?
             }
             Kernel::Concat { rows } => {
                 let ty = elem_ty(out_buf.dtype);
@@ -948,7 +1032,12 @@ impl<'a> Writer<'a> {
             use d2nn_runtime::kernels::norm::{self, BatchNorm};
             use d2nn_runtime::kernels::pool::{self, GlobalKind, Pool2d, PoolAxis, PoolKind};
             use d2nn_runtime::kernels::reduce::{self, ReduceKind};
-            use d2nn_runtime::kernels::{copy, softmax, KernelError};
+            use d2nn_runtime::kernels::{cast, copy, logic, one_hot, softmax, KernelError};
+            use d2nn_runtime::kernels::conv_transpose::{self, ConvTranspose2d, ConvTransposeWeights};
+            use d2nn_runtime::kernels::logic::Compare;
+            use d2nn_runtime::kernels::norm::LayerNorm;
+            use d2nn_runtime::kernels::one_hot::OneHot;
+            use d2nn_runtime::kernels::reduce::ArgReduce;
             use d2nn_runtime::gemm::Activation;
             use d2nn_runtime::layers::{ConvWeights, DenseWeights};
             use d2nn_runtime::pool::{for_units, ThreadPool, MIN_PARALLEL_OUTPUTS};
@@ -1199,6 +1288,15 @@ impl<'a> Writer<'a> {
 }
 
 use quote::ToTokens;
+
+/// A dim of an iteration space in the current frame (`n` rows).
+fn dim_expr(d: &Dim) -> TokenStream {
+    match d {
+        Dim::Known(k) => usize_lit(*k).into_token_stream(),
+        Dim::Sym { factor, .. } => scaled(*factor, quote!(n)),
+        Dim::Unknown => quote!(0),
+    }
+}
 
 /// `k * var`, or `var` when `k` is 1.
 fn scaled(k: usize, var: TokenStream) -> TokenStream {

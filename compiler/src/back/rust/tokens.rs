@@ -73,6 +73,15 @@ pub fn conv2d(g: &Conv2d) -> TokenStream {
     }
 }
 
+pub fn conv_transpose2d(g: &d2nn_runtime::kernels::conv_transpose::ConvTranspose2d) -> TokenStream {
+    let [c_in, h, w, c_out, oh, ow, kh, kw, group] = [g.c_in, g.h, g.w, g.c_out, g.oh, g.ow, g.kh, g.kw, g.group].map(usize_lit);
+    let (stride, dilation, pad) = (pair(g.stride), pair(g.dilation), pair(g.pad));
+    quote! {
+        ConvTranspose2d { c_in: #c_in, h: #h, w: #w, c_out: #c_out, oh: #oh, ow: #ow, kh: #kh, kw: #kw,
+                          stride: #stride, dilation: #dilation, pad: #pad, group: #group }
+    }
+}
+
 pub fn depthwise(d: &Depthwise) -> TokenStream {
     let [channels, multiplier, h, w, oh, ow, kh, kw] = [d.channels, d.multiplier, d.h, d.w, d.oh, d.ow, d.kh, d.kw].map(usize_lit);
     let (stride, dilation, pad) = (pair(d.stride), pair(d.dilation), pair(d.pad));
