@@ -44,6 +44,107 @@ impl Error {
     }
 }
 
+/// One dim of a compiled model's input or output shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dim {
+    /// A fixed size.
+    Known(usize),
+    /// The batch times a factor (1 for an ordinary batch axis).
+    Batch(usize),
+}
+
+impl Dim {
+    /// The size at batch `batch`.
+    pub const fn at(self, batch: usize) -> usize {
+        match self {
+            Dim::Known(n) => n,
+            Dim::Batch(k) => k * batch,
+        }
+    }
+}
+
+/// The concrete shape of `dims` at batch `batch`.
+pub fn shape_at(dims: &[Dim], batch: usize) -> Vec<usize> {
+    dims.iter().map(|d| d.at(batch)).collect()
+}
+
+/// Checks an ndarray input's shape against the model's `dims`; the first
+/// batch-scaled dim seen fixes `batch`, later ones must agree with it.
+pub fn check_shape(name: &'static str, shape: &[usize], dims: &[Dim], batch: &mut Option<usize>) -> Result<(), Error> {
+    let bad = || Error::Input { name, reason: format!("shape {shape:?} does not fit the model's {}", describe(dims)) };
+    if shape.len() != dims.len() {
+        return Err(bad());
+    }
+    for (&got, &dim) in shape.iter().zip(dims) {
+        match dim {
+            Dim::Known(n) if n != got => return Err(bad()),
+            Dim::Known(_) => {}
+            Dim::Batch(k) => match *batch {
+                Some(b) if k * b != got => return Err(bad()),
+                Some(_) => {}
+                None if k == 0 || !got.is_multiple_of(k) => return Err(bad()),
+                None => *batch = Some(got / k),
+            },
+        }
+    }
+    Ok(())
+}
+
+/// `[batch, 3, 32, 32]`-style text of a shape.
+pub fn describe(dims: &[Dim]) -> String {
+    let parts: Vec<String> = dims
+        .iter()
+        .map(|d| match d {
+            Dim::Known(n) => n.to_string(),
+            Dim::Batch(1) => "batch".into(),
+            Dim::Batch(k) => format!("{k}*batch"),
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// Element `i` of a decision's value, as the executors read it: the only
+/// element of a batch-wide (one-element) decision, zero past the end.
+pub fn at<T: Copy + Default>(values: &[T], i: usize) -> T {
+    let i = if values.len() == 1 { 0 } else { i };
+    values.get(i).copied().unwrap_or_default()
+}
+
+/// Copies `x` into `y`, which must be as long.
+pub fn copy<T: Copy>(x: &[T], y: &mut [T]) -> Result<(), KernelError> {
+    if x.len() != y.len() {
+        return Err(KernelError::Length { what: "destination", expected: x.len(), actual: y.len() });
+    }
+    y.copy_from_slice(x);
+    Ok(())
+}
+
+/// Bools stored one byte each (as in the arena) into `y`.
+pub fn copy_bools(x: &[u8], y: &mut [bool]) -> Result<(), KernelError> {
+    if x.len() != y.len() {
+        return Err(KernelError::Length { what: "destination", expected: x.len(), actual: y.len() });
+    }
+    y.iter_mut().zip(x).for_each(|(o, &b)| *o = b != 0);
+    Ok(())
+}
+
+/// The bytes of a slice of plain numbers.
+pub fn as_bytes<T: Pod>(x: &[T]) -> &[u8] {
+    bytemuck::cast_slice(x)
+}
+
+/// Sets to zero the rows `r` of `data` (`rows` rows, or one scalar when
+/// `rows` is 1) for which `closed(r)`: a gated-off `Mul`'s output rows.
+pub fn mask_rows(data: &mut [u8], rows: usize, closed: impl Fn(usize) -> bool) -> Result<(), KernelError> {
+    if rows == 0 {
+        return Ok(());
+    }
+    if !data.len().is_multiple_of(rows) {
+        return Err(KernelError::Ragged { what: "masked buffer", unit: rows, actual: data.len() });
+    }
+    crate::routing::zero_rows(data, data.len() / rows, closed)
+}
+
 /// Arena bytes as elements of `T` (the planner aligns every buffer to 64 bytes).
 pub fn elems<T: Pod>(bytes: &[u8]) -> Result<&[T], Error> {
     bytemuck::try_cast_slice(bytes).map_err(|_| Error::Arena(ArenaError::Misaligned { offset: bytes.as_ptr() as usize % 64, type_name: std::any::type_name::<T>() }))
@@ -141,6 +242,30 @@ mod tests {
         let x: &[f32] = elems(reads[0]).unwrap();
         assert_eq!(x.len(), 4);
         assert!(elems::<f32>(&reads[0][1..5]).is_err());
+    }
+
+    #[test]
+    fn decisions_copies_and_masks() {
+        assert_eq!(at(&[7u8], 5), 7);
+        assert_eq!(at(&[1i64, 2, 3], 2), 3);
+        assert_eq!(at(&[1i64, 2, 3], 9), 0);
+        let mut y = [0.0f32; 2];
+        assert!(copy(&[1.0, 2.0, 3.0], &mut y).is_err());
+        copy(&[1.0, 2.0], &mut y).unwrap();
+        let mut b = [false; 2];
+        copy_bools(&[0, 3], &mut b).unwrap();
+        assert_eq!(b, [false, true]);
+        let mut data = [1u8; 6];
+        mask_rows(&mut data, 3, |r| r == 1).unwrap();
+        assert_eq!(data, [1, 1, 0, 0, 1, 1]);
+        assert!(mask_rows(&mut data, 4, |_| true).is_err());
+        assert_eq!(shape_at(&[Dim::Batch(2), Dim::Known(3)], 5), [10, 3]);
+        let dims = [Dim::Batch(1), Dim::Known(3)];
+        let mut batch = None;
+        check_shape("x", &[4, 3], &dims, &mut batch).unwrap();
+        assert_eq!(batch, Some(4));
+        assert!(check_shape("y", &[5, 3], &dims, &mut batch).unwrap_err().to_string().contains("[batch, 3]"));
+        assert!(check_shape("y", &[4, 3, 1], &dims, &mut batch).is_err());
     }
 
     #[test]

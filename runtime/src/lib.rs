@@ -24,3 +24,6 @@ pub mod trace;
 pub mod weights;
 
 pub use tensor::{DType, Tensor, TensorError};
+
+/// The ndarray version of the public tensor API, for generated crates (which depend on this crate alone).
+pub use ndarray;

@@ -81,6 +81,13 @@ pub fn unary(op: Unary, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
     Ok(())
 }
 
+/// [`unary_in_place`] spread over `pool` in contiguous pieces when `data`
+/// holds at least `min_parallel` elements.
+pub fn unary_in_place_par(pool: &crate::pool::ThreadPool, min_parallel: usize, op: Unary, data: &mut [f32]) {
+    let chunk = if pool.threads() > 1 && data.len() >= min_parallel.max(1) { data.len().div_ceil(2 * pool.threads()) } else { data.len() };
+    pool.parallel_chunks_mut(data, chunk, &|_, piece| unary_in_place(op, piece));
+}
+
 /// `data[i] = op(data[i])`: [`unary`] on a buffer the plan reuses for the result.
 pub fn unary_in_place(op: Unary, data: &mut [f32]) {
     apply_unary(op, InPlace(data));
