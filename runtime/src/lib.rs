@@ -6,8 +6,10 @@
 //! intra-op parallelism, the f32 [`gemm`] core (packed weights, fused
 //! bias/activation/residual epilogue, AVX-512 / AVX2 / portable micro-kernels)
 //! that conv, `Gemm`/`MatMul` and fully-connected layers call, and the
-//! cheap-op [`kernels`] (elementwise, pooling, softmax, reductions, batch norm,
-//! Winograd and depthwise convolutions), the per-sample [`routing`] of
+//! cheap-op [`kernels`] (elementwise, pooling, softmax, reductions and
+//! arg-reductions, batch and layer norm, Winograd, depthwise and transposed
+//! convolutions; comparisons, Where, Cast and OneHot for every element type),
+//! the per-sample [`routing`] of
 //! dynamic execution (row gather, scatter and masks) and its [`trace`], and
 //! the [`weights`] file a generated crate embeds.
 
