@@ -6,7 +6,8 @@
 #    target/onnx-conformance (a stamp file skips the work next time).
 # 2. `cargo test --workspace`: unit tests, golden tests, fixtures, bad-input
 #    tests and the conformance run against tests/conformance/expected.txt.
-# 3. The runtime's unsafe code under Miri (tests/miri.sh), where Miri exists.
+# 3. The example applications of the Rust back end (generated crate, dynamic_net!).
+# 4. The runtime's unsafe code under Miri (tests/miri.sh), where Miri exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,4 +21,7 @@ fi
 "$venv/bin/python" tests/conformance/extract.py target/onnx-conformance
 
 cargo test --workspace --locked
+# The example applications: one links a crate `d2nnc compile` generated, one uses dynamic_net!.
+cargo run --release --locked -p compiled-app
+cargo run --release --locked -p macro-app
 bash tests/miri.sh

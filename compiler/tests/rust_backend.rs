@@ -37,7 +37,7 @@ fn generate(root: &Path, name: &str) -> Result<PathBuf, String> {
     let lib_rs = format_module(&generated.tokens).map_err(|e| format!("format: {e}"))?;
     let dir = root.join(name);
     let crate_name = format!("fixture_{name}");
-    write_crate(&dir, &crate_name, &generated, &lib_rs, &RuntimeDep::Path(workspace().join("runtime")), "model.onnx").map_err(|e| e.to_string())?;
+    write_crate(&dir, &crate_name, &generated, &lib_rs, &RuntimeDep::Path(workspace().join("runtime")), "model.onnx", true).map_err(|e| e.to_string())?;
     // Pin the runtime's dependencies to this workspace's versions: builds offline.
     std::fs::copy(workspace().join("Cargo.lock"), dir.join("Cargo.lock")).map_err(|e| e.to_string())?;
     Ok(dir)
@@ -159,4 +159,17 @@ fn tempdir() -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rust-backend-errors");
     std::fs::create_dir_all(&d).expect("tmp");
     d
+}
+
+/// `examples/compiled-app/skip_chain` is committed so readers can open the
+/// generated code; it must be what `d2nnc compile` writes today.
+#[test]
+fn the_committed_example_crate_is_up_to_date() {
+    let model = fixtures_dir().join("skip_chain/model.onnx");
+    let generated = compile_file(&model, &[], &options("model.onnx")).expect("compile");
+    let lib_rs = format_module(&generated.tokens).expect("format");
+    let dir = workspace().join("examples/compiled-app/skip_chain");
+    let committed = std::fs::read_to_string(dir.join("src/lib.rs")).expect("committed lib.rs");
+    assert!(committed == lib_rs, "examples/compiled-app/skip_chain is stale: regenerate it with\n  cargo run -p d2nnc -- compile tests/fixtures/skip_chain/model.onnx -o examples/compiled-app/skip_chain --member --runtime-path runtime");
+    assert_eq!(std::fs::read(dir.join("weights.bin")).expect("committed weights"), generated.weights, "examples/compiled-app/skip_chain/weights.bin is stale");
 }

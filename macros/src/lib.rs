@@ -103,7 +103,7 @@ fn expand(inv: &Invocation) -> syn::Result<proc_macro2::TokenStream> {
     let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_default();
     let path = manifest.join(inv.path.value());
     if !path.is_file() {
-        return Err(syn::Error::new(inv.path.span(), format!("model file not found: {} (paths are relative to CARGO_MANIFEST_DIR)", path.display())));
+        return Err(syn::Error::new(inv.path.span(), format!("model file not found: {:?} (paths are relative to the crate's CARGO_MANIFEST_DIR)", inv.path.value())));
     }
     let path = path.canonicalize().map_err(|e| syn::Error::new(inv.path.span(), format!("{}: {e}", path.display())))?;
     let fixes: Vec<(String, f32)> = inv.fixes.iter().map(|(k, v, _)| (k.to_string(), *v)).collect();

@@ -12,6 +12,8 @@ pub struct CompileOptions {
     pub fixes: Vec<(String, f32)>,
     pub runtime_path: Option<PathBuf>,
     pub runtime_version: Option<String>,
+    /// Join the enclosing Cargo workspace instead of declaring one.
+    pub member: bool,
 }
 
 pub fn compile(model: &Path, options: &CompileOptions) -> Result<(), Error> {
@@ -38,7 +40,7 @@ pub fn compile(model: &Path, options: &CompileOptions) -> Result<(), Error> {
     let generate = Options { source: source.clone(), weights: WeightsPath::Relative("../weights.bin".into()), comments: true, track: Vec::new(), fixed: options.fixes.clone() };
     let generated = compile_file(model, &options.fixes, &generate)?;
     let lib_rs = format_module(&generated.tokens)?;
-    write_crate(&dir, &name, &generated, &lib_rs, &runtime, &source)?;
+    write_crate(&dir, &name, &generated, &lib_rs, &runtime, &source, !options.member)?;
     let api = &generated.api;
     println!("wrote crate `{name}` to {}", dir.display());
     println!("  src/lib.rs: {} lines; weights.bin: {:.1} MB", lib_rs.lines().count(), generated.weights.len() as f64 / 1e6);

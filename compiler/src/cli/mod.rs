@@ -83,6 +83,10 @@ pub enum Command {
         /// Depend on this crates.io version of d2nn-runtime.
         #[arg(long, value_name = "VERSION")]
         runtime_version: Option<String>,
+        /// Let the crate join the enclosing Cargo workspace (add it to its
+        /// members) instead of declaring a workspace of its own.
+        #[arg(long)]
+        member: bool,
     },
     /// Time a model on .npy inputs: latency, throughput, GFLOP/s, and optionally a per-node profile.
     #[command(long_about = bench::LONG_ABOUT)]
@@ -122,8 +126,8 @@ pub fn dispatch(cli: Cli) -> Result<(), d2nnc::Error> {
         }
         Command::Inspect { model, batch, ir, plan, fixes } => inspect::inspect(&model, batch, ir, plan, &fixes),
         Command::Bench(args) => bench::bench(&args),
-        Command::Compile { model, output, name, fixes, runtime_path, runtime_version } => {
-            compile::compile(&model, &compile::CompileOptions { output, name, fixes, runtime_path, runtime_version })
+        Command::Compile { model, output, name, fixes, runtime_path, runtime_version, member } => {
+            compile::compile(&model, &compile::CompileOptions { output, name, fixes, runtime_path, runtime_version, member })
         }
     }
 }

@@ -268,6 +268,9 @@ pub struct BinaryKernel {
 
 /// One step of a block.
 #[derive(Clone, Debug)]
+// Steps are built once at lowering and walked by reference; a few hundred
+// bytes per step is not worth a box on every kernel.
+#[allow(clippy::large_enum_variant)]
 pub enum Step {
     /// Node `node` computes `outputs` from `inputs` with `kernel`.
     Node { node: NodeId, kernel: Kernel, inputs: Vec<Option<BufferId>>, outputs: Vec<BufferId> },

@@ -232,6 +232,11 @@ impl<'a> Writer<'a> {
                     binds.push(quote!(let #x: &[#ty] = elems(#r)?;));
                     read_names.push(r);
                 }
+                // Byte-level steps (copies, row gathers) see typed slices as bytes.
+                Source::Direct(expr) if ty.to_string() == "u8" && self.p.buffers[*b].dtype != DType::Bool => {
+                    let own = elem_ty(self.p.buffers[*b].dtype);
+                    binds.push(quote!(let #x: &[u8] = as_bytes::<#own>(#expr);));
+                }
                 Source::Direct(expr) => binds.push(quote!(let #x: &[#ty] = #expr;)),
             }
         }
@@ -859,9 +864,7 @@ impl<'a> Writer<'a> {
         let mut output_build = Vec::new();
         let mut output_writes = TokenStream::new();
         let mut out_names = Names::default();
-        for reserved in ["trace"] {
-            out_names.reserve(reserved);
-        }
+        out_names.reserve("trace");
         for &b in &p.outputs {
             let buf = &p.buffers[b];
             let field = format_ident!("{}", out_names.snake(&buf.name));

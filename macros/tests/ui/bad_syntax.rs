@@ -1,0 +1,3 @@
+d2nn_macros::dynamic_net!(pub net = "model.onnx");
+
+fn main() {}

@@ -1,0 +1,3 @@
+d2nn_macros::dynamic_net!(pub mod net = "no/such/model.onnx");
+
+fn main() {}
