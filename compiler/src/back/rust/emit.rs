@@ -167,6 +167,26 @@ impl<'a> Writer<'a> {
         quote!(weights.#reader(#index, #lname, #len)?)
     }
 
+    /// A `Model` field holding a bias (or `None`), as the kernel call's argument.
+    fn bias_field(&mut self, hint: &str, bias: Option<&[f32]>) -> TokenStream {
+        match bias {
+            Some(b) => {
+                let read = self.weight_f32(&format!("{hint}.bias"), b);
+                let f = self.field(&format!("{hint}_bias"), quote!(Vec<f32>), read);
+                quote!(Some(&self.#f[..]))
+            }
+            None => quote!(None),
+        }
+    }
+
+    /// Stores the f32 weight constant `v` a kernel packs (read from the
+    /// source graph) and returns the expression reading it back.
+    fn packed_weight(&mut self, v: crate::ir::ValueId, node: NodeId) -> Result<TokenStream, BackendError> {
+        let w = self.source_const(v, node)?.as_f32().map_err(|_| self.node_err(node, "its weight is not f32"))?.iter().copied().collect::<Vec<f32>>();
+        let name = self.graph.values[v].name.clone();
+        Ok(self.weight_f32(&name, &w))
+    }
+
     /// The source graph's value of constant `v` (packed weights keep their value there).
     fn source_const(&self, v: crate::ir::ValueId, node: NodeId) -> Result<&'a Tensor, BackendError> {
         self.graph.const_value(v).filter(|t| !t.is_empty() || self.graph.values[v].ty.shape.iter().any(|d| d.known() == Some(0))).ok_or_else(|| self.node_err(node, format!("its weight `{}` is not a constant of the model", self.graph.values[v].name)))
@@ -574,17 +594,9 @@ impl<'a> Writer<'a> {
             }
             Kernel::Conv(c) => {
                 let geometry = self.constant(&hint, quote!(Conv2d), tokens::conv2d(&c.geometry));
-                let w = self.source_const(c.weight_value, node)?.as_f32().map_err(|_| self.node_err(node, "its weight is not f32"))?.iter().copied().collect::<Vec<f32>>();
-                let read = self.weight_f32(&self.graph.values[c.weight_value].name.clone(), &w);
+                let read = self.packed_weight(c.weight_value, node)?;
                 let weights = self.field(&hint, quote!(ConvWeights), quote!(ConvWeights::pack(&#geometry, &#read)#at));
-                let bias = match &c.bias {
-                    Some(b) => {
-                        let read = self.weight_f32(&format!("{hint}.bias"), b);
-                        let f = self.field(&format!("{hint}_bias"), quote!(Vec<f32>), read);
-                        quote!(Some(&self.#f[..]))
-                    }
-                    None => quote!(None),
-                };
+                let bias = self.bias_field(&hint, c.bias.as_deref().map(Vec::as_slice));
                 let act = tokens::enum_value("Activation", &c.fused.activation);
                 let mut ins = vec![(operand(0)?, f32t.clone())];
                 let residual = if c.fused.residual {
@@ -602,30 +614,15 @@ impl<'a> Writer<'a> {
                 let g = self.constant(&hint, quote!(Depthwise), tokens::depthwise(geometry));
                 let read = self.weight_f32(&format!("{hint}.weight"), weights);
                 let w = self.field(&hint, quote!(Vec<f32>), read);
-                let bias = match bias {
-                    Some(b) => {
-                        let read = self.weight_f32(&format!("{hint}.bias"), b);
-                        let f = self.field(&format!("{hint}_bias"), quote!(Vec<f32>), read);
-                        quote!(Some(&self.#f[..]))
-                    }
-                    None => quote!(None),
-                };
+                let bias = self.bias_field(&hint, bias.as_deref().map(Vec::as_slice));
                 let act = tokens::enum_value("Activation", &fused.activation);
                 self.io(&[(operand(0)?, f32t.clone())], (out, f32t), quote!(depthwise::depthwise(&#g, &self.#w, #bias, #act, x0, y, &self.pool)#at;))?
             }
             Kernel::Dense(d) => {
-                let w = self.source_const(d.weight_value, node)?.as_f32().map_err(|_| self.node_err(node, "its weight is not f32"))?.iter().copied().collect::<Vec<f32>>();
-                let read = self.weight_f32(&self.graph.values[d.weight_value].name.clone(), &w);
+                let read = self.packed_weight(d.weight_value, node)?;
                 let (k, nn, t) = (usize_lit(d.k), usize_lit(d.n), d.transposed);
                 let weights = self.field(&hint, quote!(DenseWeights), quote!(DenseWeights::pack(&#read, #k, #nn, #t)#at));
-                let bias = match &d.bias {
-                    Some(b) => {
-                        let read = self.weight_f32(&format!("{hint}.bias"), b);
-                        let f = self.field(&format!("{hint}_bias"), quote!(Vec<f32>), read);
-                        quote!(Some(&self.#f[..]))
-                    }
-                    None => quote!(None),
-                };
+                let bias = self.bias_field(&hint, d.bias.as_deref().map(Vec::as_slice));
                 let act = tokens::enum_value("Activation", &d.fused.activation);
                 let mut ins = vec![(operand(0)?, f32t.clone())];
                 let residual = if d.fused.residual {
@@ -723,14 +720,7 @@ impl<'a> Writer<'a> {
             Kernel::LayerNorm { geometry, scale, bias } => {
                 let read = self.weight_f32(&format!("{hint}.scale"), scale);
                 let sf = self.field(&format!("{hint}_scale"), quote!(Vec<f32>), read);
-                let bias = match bias {
-                    Some(b) => {
-                        let read = self.weight_f32(&format!("{hint}.bias"), b);
-                        let f = self.field(&format!("{hint}_bias"), quote!(Vec<f32>), read);
-                        quote!(Some(&self.#f[..]))
-                    }
-                    None => quote!(None),
-                };
+                let bias = self.bias_field(&hint, bias.as_deref().map(Vec::as_slice));
                 let (row, eps) = (usize_lit(geometry.row), f32_lit(geometry.epsilon));
                 self.io(&[(operand(0)?, f32t.clone())], (out, f32t), quote! {
                     let g = LayerNorm { row: #row, epsilon: #eps };
@@ -739,17 +729,9 @@ impl<'a> Writer<'a> {
             }
             Kernel::ConvTranspose(c) => {
                 let geometry = self.constant(&hint, quote!(ConvTranspose2d), tokens::conv_transpose2d(&c.geometry));
-                let w = self.source_const(c.weight_value, node)?.as_f32().map_err(|_| self.node_err(node, "its weight is not f32"))?.iter().copied().collect::<Vec<f32>>();
-                let read = self.weight_f32(&self.graph.values[c.weight_value].name.clone(), &w);
+                let read = self.packed_weight(c.weight_value, node)?;
                 let weights = self.field(&hint, quote!(ConvTransposeWeights), quote!(ConvTransposeWeights::pack(&#geometry, &#read)#at));
-                let bias = match &c.bias {
-                    Some(b) => {
-                        let read = self.weight_f32(&format!("{hint}.bias"), b);
-                        let f = self.field(&format!("{hint}_bias"), quote!(Vec<f32>), read);
-                        quote!(Some(&self.#f[..]))
-                    }
-                    None => quote!(None),
-                };
+                let bias = self.bias_field(&hint, c.bias.as_deref().map(Vec::as_slice));
                 self.io(&[(operand(0)?, f32t.clone())], (out, f32t), quote!(conv_transpose::conv_transpose2d(&#geometry, &self.#weights, #bias, x0, y, &self.pool)#at;))?
             }
             Kernel::Concat { rows } => {
