@@ -100,6 +100,7 @@ pub fn dynamic_net(input: TokenStream) -> TokenStream {
 }
 
 fn expand(inv: &Invocation) -> syn::Result<proc_macro2::TokenStream> {
+    let started = std::time::Instant::now();
     let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_default();
     let path = manifest.join(inv.path.value());
     if !path.is_file() {
@@ -127,6 +128,11 @@ fn expand(inv: &Invocation) -> syn::Result<proc_macro2::TokenStream> {
     let weights_path = store_weights(&generated.weights).map_err(|e| syn::Error::new(inv.path.span(), format!("cannot write the weights file: {e}")))?;
     let weights_path = weights_path.display().to_string();
     let (attrs, vis, name, body) = (&inv.attrs, &inv.vis, &inv.name, generated.tokens);
+    // `D2NN_MACROS_TIMING=1 cargo build` reports how long each expansion took
+    // (the compiler's work; rustc's handling of the tokens comes after).
+    if std::env::var_os("D2NN_MACROS_TIMING").is_some() {
+        eprintln!("dynamic_net!({source}): expanded in {:.2} s ({} bytes of weights)", started.elapsed().as_secs_f64(), generated.weights.len());
+    }
     Ok(quote! {
         #(#attrs)*
         #vis mod #name {
