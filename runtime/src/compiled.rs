@@ -45,7 +45,7 @@ impl Error {
 }
 
 /// One dim of a compiled model's input or output shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Dim {
     /// A fixed size.
     Known(usize),

@@ -13,6 +13,7 @@
 //! dynamic execution (row gather, scatter and masks) and its [`trace`], and
 //! the [`weights`] file a generated crate embeds.
 
+pub mod abi;
 pub mod arena;
 pub mod compiled;
 pub mod gemm;

@@ -8,7 +8,7 @@ use ndarray::{ArrayD, IxDyn};
 use std::fmt;
 
 /// Element type of a [`Tensor`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DType {
     F32,
     I64,

@@ -9,7 +9,7 @@
 
 /// The FLOPs of a region: per sample it runs for, plus a part independent of
 /// the batch (work on constants).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RegionCost {
     pub flops_per_sample: u64,
     pub flops_fixed: u64,
@@ -26,7 +26,7 @@ impl RegionCost {
 }
 
 /// The static description a trace is recorded against.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct TraceSpec {
     /// What every run executes (the nodes outside any guarded region).
     pub root: RegionCost,

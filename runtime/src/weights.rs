@@ -220,7 +220,7 @@ impl<'a> Weights<'a> {
         Ok(bytes.iter().map(|&b| u8::from(b != 0)).collect())
     }
 
-    fn data(&self, index: usize, name: &str, dtype: DType, elements: usize) -> Result<&'a [u8], WeightsError> {
+    pub fn data(&self, index: usize, name: &str, dtype: DType, elements: usize) -> Result<&'a [u8], WeightsError> {
         let e = self.entries.get(index).ok_or(WeightsError::Missing { index, count: self.entries.len() })?;
         if e.name != name || e.dtype != dtype || e.elements != elements {
             let describe = |n: &str, d: DType, k: usize| {

@@ -8,7 +8,7 @@ use super::mat::MatRef;
 use super::simd::Simd;
 
 /// Element-wise activation applied last.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, Default, PartialEq)]
 pub enum Activation {
     /// No activation.
     #[default]

@@ -23,7 +23,7 @@ use crate::pool::ThreadPool;
 use std::cell::RefCell;
 
 /// The geometry of a 2-D convolution (a 1-D one has `h = oh = kh = 1`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
 pub struct Conv2d {
     pub c_in: usize,
     pub h: usize,

@@ -41,7 +41,7 @@ const BLOCK_FLOATS: usize = 96 * 1024;
 const MIN_PARALLEL_COL2IM: usize = 32 * 1024;
 
 /// The geometry of a 2-D transposed convolution.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct ConvTranspose2d {
     pub c_in: usize,
     pub h: usize,

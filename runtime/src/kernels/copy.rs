@@ -240,7 +240,7 @@ pub struct Transpose {
 
 /// The arguments a data-movement kernel was built from (its `new`'s), so a
 /// code generator can emit the same constructor call.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum CopyArgs {
     Transpose { dims: Vec<usize>, perm: Vec<usize> },
     Slice { dims: Vec<usize>, start: Vec<usize>, step: Vec<isize>, len: Vec<usize> },

@@ -27,7 +27,7 @@ thread_local! {
 use super::{expect_len, max_nan, min_nan, KernelError};
 
 /// A single-input elementwise op.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq)]
 pub enum Unary {
     Relu,
     LeakyRelu { alpha: f32 },
@@ -60,7 +60,7 @@ pub enum Unary {
 }
 
 /// A two-input elementwise op.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Binary {
     Add,
     Sub,

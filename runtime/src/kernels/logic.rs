@@ -20,7 +20,7 @@ thread_local! {
 
 /// A comparison of two elements (ONNX `Greater`, `Less`, `GreaterOrEqual`,
 /// `LessOrEqual`, `Equal`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Compare {
     Greater,
     Less,

@@ -38,6 +38,7 @@ pub mod pool;
 pub mod reduce;
 mod scratch;
 pub mod softmax;
+pub mod typed;
 pub mod winograd;
 
 /// Why a kernel cannot run on the slices it was given.

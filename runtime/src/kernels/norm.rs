@@ -72,7 +72,7 @@ pub fn batch_norm(bn: &BatchNorm, plane: usize, x: &[f32], out: &mut [f32]) -> R
 
 /// LayerNormalization's geometry: every `row` consecutive elements (the
 /// axes from `axis` on) are standardised together.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct LayerNorm {
     pub row: usize,
     pub epsilon: f32,

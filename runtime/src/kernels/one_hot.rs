@@ -10,7 +10,7 @@
 use super::{blocks, expect_len, KernelError};
 
 /// The geometry of a one-hot expansion.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OneHot {
     /// Length of the new axis.
     pub depth: usize,

@@ -21,14 +21,14 @@ use std::cell::RefCell;
 use super::{blocks, expect_len, reduce, KernelError};
 
 /// What a pooling window computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
     Max,
     Average { count_include_pad: bool },
 }
 
 /// The resolved window layout of one spatial axis.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolAxis {
     pub input: usize,
     pub output: usize,
@@ -45,7 +45,7 @@ impl PoolAxis {
 }
 
 /// A 2-D pooling layer over `[planes, h.input, w.input]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pool2d {
     pub kind: PoolKind,
     pub h: PoolAxis,
@@ -177,7 +177,7 @@ fn max_pool(x: &[f32], out: &mut [f32], (in_plane, out_plane): (usize, usize), w
 }
 
 /// Which global pool.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GlobalKind {
     Max,
     Average,

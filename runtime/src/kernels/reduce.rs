@@ -26,7 +26,7 @@ thread_local! {
 use super::{blocks, expect_len, max_nan, min_nan, KernelError};
 
 /// What a reduction computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReduceKind {
     Sum,
     Mean,
@@ -88,7 +88,7 @@ pub fn reduce(kind: ReduceKind, len: usize, inner: usize, x: &[f32], out: &mut [
 
 /// ArgMax or ArgMin over the middle axis of `[outer, len, inner]`, giving
 /// `[outer, inner]` i64 indices in `0..len` (`keepdims` does not change the layout).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArgReduce {
     /// ArgMax (else ArgMin).
     pub max: bool,

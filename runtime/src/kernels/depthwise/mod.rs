@@ -68,7 +68,7 @@ use std::cell::RefCell;
 
 /// The geometry of a 2-D depthwise convolution over NCHW data (a 1-D one has
 /// `h = oh = kh = 1`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
 pub struct Depthwise {
     pub channels: usize,
     /// Output channels per input channel.
