@@ -28,6 +28,8 @@ pub enum Error {
     Knob(#[from] crate::dynamic::KnobError),
     #[error(transparent)]
     Backend(#[from] crate::back::rust::BackendError),
+    #[error(transparent)]
+    Native(#[from] crate::back::clif::ClifError),
     #[error("{0}")]
     Usage(String),
     #[error("{path}: {source}")]

@@ -102,7 +102,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "S", value_parser = parse_seconds)]
     pub max_seconds: Option<f64>,
     /// Execution engine.
-    #[arg(long, value_enum, default_value_t = Backend::Plan)]
+    #[arg(long, value_enum, default_value_t = Backend::Jit)]
     pub backend: Backend,
     /// Also print the results as one JSON object on the last line of stdout.
     #[arg(long)]
@@ -181,6 +181,39 @@ impl Runner for PlanRunner {
     }
 }
 
+struct JitRunner {
+    model: d2nnc::back::clif::JitModel,
+    graph: Graph,
+    feeds: HashMap<String, Tensor>,
+    dynamic: bool,
+}
+
+impl Runner for JitRunner {
+    fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    fn threads_used(&self) -> usize {
+        self.model.threads()
+    }
+
+    fn threads_note(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn call(&mut self) -> Result<Vec<Tensor>, Error> {
+        Ok(self.model.run_tensors(&self.feeds)?)
+    }
+
+    fn call_profiled(&mut self, _profile: &mut Profile) -> Result<Vec<Tensor>, Error> {
+        Err(Error::Usage("--profile times each node of the plan executor or the interpreter; use --backend plan (the jit backend runs one native function)".into()))
+    }
+
+    fn flops_executed(&self) -> Option<u64> {
+        self.dynamic.then(|| self.model.trace().flops_executed)
+    }
+}
+
 struct InterpRunner {
     graph: Graph,
     feeds: HashMap<String, Tensor>,
@@ -244,6 +277,17 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
                 Box::new(InterpRunner { graph: graph.clone(), feeds: batched.feeds.clone(), dynamic: Some((analysis.clone(), knobs, None)) })
             }
             Backend::Interp => Box::new(InterpRunner { graph: dense_graph.clone(), feeds: batched.feeds.clone(), dynamic: None }),
+            Backend::Jit => {
+                let source = if dynamic { &graph } else { &dense_graph };
+                let program = if dynamic { d2nnc::plan::lower_dynamic(&graph, &analysis)? } else { d2nnc::plan::lower(&dense_graph)? };
+                let mut model = d2nnc::back::clif::JitModel::compile(source, &program, &analysis, threads)?;
+                if dynamic {
+                    for (name, value) in &args.knobs {
+                        model.set_knob(name, *value)?;
+                    }
+                }
+                Box::new(JitRunner { model, graph: source.clone(), feeds: batched.feeds.clone(), dynamic })
+            }
             Backend::Plan => {
                 let program = if dynamic { d2nnc::plan::lower_dynamic(&graph, &analysis)? } else { d2nnc::plan::lower(&dense_graph)? };
                 let mut executor = d2nnc::plan::Executor::with_threads(std::sync::Arc::new(program), threads);

@@ -30,9 +30,9 @@ pub enum Command {
         #[arg(long, short = 'o', default_value = ".")]
         output_dir: PathBuf,
         /// Execution engine.
-        #[arg(long, value_enum, default_value_t = Backend::Plan)]
+        #[arg(long, value_enum, default_value_t = Backend::Jit)]
         backend: Backend,
-        /// Threads for the plan backend [default: physical cores].
+        /// Threads for the jit and plan backends [default: physical cores].
         #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
         threads: Option<usize>,
         /// Set a knob (a decision threshold; see `inspect`) for this run.
@@ -95,17 +95,21 @@ pub enum Command {
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
+    /// Native code JIT-compiled with Cranelift: decisions, routing and cheap
+    /// elementwise loops inline, the runtime's kernels for the rest (the default).
+    Jit,
+    /// The plan executor: the lowered program over one planned scratch
+    /// arena, on the runtime's fast kernels.
+    Plan,
     /// The reference interpreter.
     Interp,
-    /// The plan executor: the lowered program over one planned scratch
-    /// arena, on the runtime's fast kernels (the default).
-    Plan,
 }
 
 impl Backend {
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
+            Backend::Jit => "jit",
             Backend::Interp => "interp",
             Backend::Plan => "plan",
         }

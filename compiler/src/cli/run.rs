@@ -34,6 +34,19 @@ pub fn run(model: &Path, inputs: &[InputSpec], output_dir: &Path, options: &RunO
             let (out, trace) = d2nnc::interp::run_dynamic(&graph, &analysis, &feeds, &knobs)?;
             (out, Some(trace))
         }
+        (Backend::Jit, _) => {
+            let dense_graph = if dynamic { None } else { Some(with_knob_values(&graph, &analysis, &options.knobs)) };
+            let source = dense_graph.as_ref().unwrap_or(&graph);
+            let program = if dynamic { d2nnc::plan::lower_dynamic(&graph, &analysis)? } else { d2nnc::plan::lower(source)? };
+            let mut model = d2nnc::back::clif::JitModel::compile(source, &program, &analysis, options.threads)?;
+            if dynamic {
+                for (name, value) in &options.knobs {
+                    model.set_knob(name, *value)?;
+                }
+            }
+            let out = model.run_tensors(&feeds)?;
+            (out, dynamic.then(|| model.trace().clone()))
+        }
         (Backend::Plan, _) => {
             let program = if dynamic { d2nnc::plan::lower_dynamic(&graph, &analysis)? } else { d2nnc::plan::lower(&with_knob_values(&graph, &analysis, &options.knobs))? };
             let mut ex = d2nnc::plan::Executor::with_threads(std::sync::Arc::new(program), options.threads);

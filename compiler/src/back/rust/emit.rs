@@ -446,7 +446,7 @@ impl<'a> Writer<'a> {
         let header = self.comment(&format!(
             "Region R{block}: where {} ({mode}).\nNodes: {}",
             analysis.guard_text(&b.local),
-            summarize(&nodes, 12)
+            super::super::summarize(&nodes, 12)
         ));
         let mut zero_outputs = TokenStream::new();
         let mut scatter_outputs = TokenStream::new();
@@ -1206,33 +1206,7 @@ impl<'a> Writer<'a> {
                     }
                     None => quote!(None),
                 };
-                let descriptions = a
-                    .blocks
-                    .iter()
-                    .enumerate()
-                    .map(|(k, b)| {
-                        let nodes: Vec<String> = a.block_nodes(k).iter().map(|&n| self.p.graph.nodes[n].name.clone()).collect();
-                        let mode = match &b.mode {
-                            Mode::Routed => "routed".to_string(),
-                            Mode::Batch => "whole batch, one decision".to_string(),
-                            Mode::WholeBatch { reason } => format!("whole batch ({reason})"),
-                        };
-                        format!("R{k}: where {} [{mode}]: {}", a.guard_text(&b.guard), summarize(&nodes, 6))
-                    })
-                    .collect();
-                let paths_text = a
-                    .paths
-                    .as_ref()
-                    .map(|ps| {
-                        ps.iter()
-                            .map(|p| {
-                                let d: Vec<String> = p.decisions.iter().map(|(name, v)| format!("{name}={v}")).collect();
-                                let regions: Vec<String> = p.blocks.iter().map(|b| format!("R{b}")).collect();
-                                format!("{} -> regions [{}], {} FLOPs per sample", if d.is_empty() { "always".into() } else { d.join(", ") }, regions.join(", "), p.flops)
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let (descriptions, paths_text) = super::super::describe_regions(self.p, a);
                 (quote!(TraceSpec { root: #root, regions: vec![#(#regions),*], paths: #paths }), descriptions, paths_text)
             }
             None => {
@@ -1328,12 +1302,6 @@ fn shape_text(shape: &[Dim]) -> String {
 }
 
 /// The first `max` names and how many more.
-fn summarize(names: &[String], max: usize) -> String {
-    if names.len() <= max {
-        return names.join(", ");
-    }
-    format!("{}, … ({} more)", names[..max].join(", "), names.len() - max)
-}
 
 /// The constructor call of a data-movement kernel.
 fn copy_args_init(args: &d2nn_runtime::kernels::copy::CopyArgs, at: &TokenStream) -> TokenStream {

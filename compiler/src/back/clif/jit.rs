@@ -1,0 +1,189 @@
+//! [`JitModel`]: a model compiled to machine code in this process and
+//! loaded into the runtime — the library API behind `d2nnc run` and
+//! `bench` (`--backend jit`).
+
+use super::{define_model, host_isa, ClifError};
+use crate::dynamic::Analysis;
+use crate::ir::Graph;
+use crate::plan::Program;
+use cranelift_jit::{JITBuilder, JITModule};
+use d2nn_runtime::abi::{Compiled, Model, ModelMeta};
+use d2nn_runtime::ndarray::{ArrayD, ArrayViewD, IxDyn};
+use d2nn_runtime::trace::Trace;
+use d2nn_runtime::{DType, Tensor};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// A JIT-compiled model: call it with ndarray views, set knobs, read the trace.
+pub struct JitModel {
+    /// Declared before the module: dropped first, as it points into the module's memory.
+    model: Model,
+    module: Option<JITModule>,
+    compile_time: Duration,
+}
+
+impl JitModel {
+    /// JIT-compiles a lowered program; its kernels run on `threads` threads.
+    pub fn compile(graph: &Graph, program: &Program, analysis: &Analysis, threads: usize) -> Result<JitModel, ClifError> {
+        let start = Instant::now();
+        let mut builder = JITBuilder::with_isa(host_isa(false)?, cranelift_module::default_libcall_names());
+        for (name, address) in d2nn_runtime::abi::hook_symbols() {
+            builder.symbol(name, address);
+        }
+        let mut module = JITModule::new(builder);
+        let defined = define_model(&mut module, graph, program, analysis, "model")?;
+        module.finalize_definitions()?;
+        let compile_time = start.elapsed();
+        let (record, _) = module.get_finalized_data(defined.compiled);
+        // SAFETY: `record` is the `Compiled` record `define_model` laid out
+        // (ABI-version checked by `from_compiled`), its pointers relocated by
+        // `finalize_definitions` to the meta, weights and code in `module`,
+        // which lives as long as the model (see `Drop`).
+        let model = unsafe { Model::from_compiled(record as *const Compiled, threads.max(1)) }?;
+        Ok(JitModel { model, module: Some(module), compile_time })
+    }
+
+    /// Loads, optimises, lowers and JIT-compiles the model at `path`
+    /// (`fixes`: knobs baked in at compile time).
+    pub fn load(path: &std::path::Path, fixes: &[(String, f32)], threads: usize) -> Result<JitModel, crate::Error> {
+        let (graph, program, analysis) = super::lower_file(path, fixes)?;
+        Ok(JitModel::compile(&graph, &program, &analysis, threads)?)
+    }
+
+    /// Time spent generating and finalising machine code (not loading the
+    /// ONNX file, not packing weights).
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+
+    /// Threads the kernels run on, the caller included.
+    pub fn threads(&self) -> usize {
+        self.model.threads()
+    }
+
+    /// Ports, knobs, regions and paths.
+    pub fn meta(&self) -> &ModelMeta {
+        self.model.meta()
+    }
+
+    pub fn set_knob(&mut self, name: &str, value: f32) -> Result<(), ClifError> {
+        Ok(self.model.set_knob(name, value)?)
+    }
+
+    pub fn knob(&self, name: &str) -> Result<f32, ClifError> {
+        Ok(self.model.knob(name)?)
+    }
+
+    /// What the last run did.
+    pub fn trace(&self) -> &Trace {
+        self.model.trace()
+    }
+
+    /// The index in the model's paths of the path sample `sample` took in the last run.
+    pub fn path_of(&self, sample: usize) -> Option<usize> {
+        self.model.path_of(sample)
+    }
+
+    /// Runs a model whose ports are all f32, on views of its inputs in order.
+    pub fn run(&mut self, inputs: &[ArrayViewD<'_, f32>]) -> Result<Vec<ArrayD<f32>>, ClifError> {
+        let meta = self.model.meta();
+        if let Some(p) = meta.inputs.iter().chain(&meta.outputs).find(|p| p.dtype != DType::F32) {
+            return Err(ClifError::Value { what: "port", name: p.name.clone(), reason: format!("holds {} elements; use `run_tensors`", p.dtype.name()) });
+        }
+        let contiguous: Vec<std::borrow::Cow<[f32]>> = inputs.iter().map(|v| v.as_slice().map(std::borrow::Cow::Borrowed).unwrap_or_else(|| std::borrow::Cow::Owned(v.iter().copied().collect()))).collect();
+        for ((view, port), _) in inputs.iter().zip(&meta.inputs).zip(&contiguous) {
+            if view.ndim() != port.dims.len() {
+                return Err(ClifError::Runtime(d2nn_runtime::abi::ModelError::Input { name: port.name.clone(), reason: format!("has {} dims, the model expects {}", view.ndim(), port.dims.len()) }));
+            }
+        }
+        let bytes: Vec<&[u8]> = contiguous.iter().map(|c| bytemuck::cast_slice::<f32, u8>(c)).collect();
+        let sizes: Vec<usize> = bytes.iter().map(|b| b.len()).collect();
+        let batch = self.model.batch_of(&sizes)?;
+        let meta = self.model.meta();
+        for (view, port) in inputs.iter().zip(&meta.inputs) {
+            let expected: Vec<usize> = port.dims.iter().map(|d| d.at(batch)).collect();
+            if view.shape() != expected.as_slice() {
+                return Err(ClifError::Runtime(d2nn_runtime::abi::ModelError::Input { name: port.name.clone(), reason: format!("shape {:?}, the model expects {expected:?} at batch {batch}", view.shape()) }));
+            }
+        }
+        let mut outputs: Vec<ArrayD<f32>> = meta.outputs.iter().map(|p| ArrayD::zeros(IxDyn(&p.dims.iter().map(|d| d.at(batch)).collect::<Vec<_>>()))).collect();
+        let mut out_bytes: Vec<&mut [u8]> = outputs.iter_mut().map(|a| bytemuck::cast_slice_mut::<f32, u8>(a.as_slice_mut().expect("a fresh array is contiguous"))).collect();
+        self.model.run(&bytes, &mut out_bytes)?;
+        Ok(outputs)
+    }
+
+    /// Runs the model on named tensors of any dtype; returns the outputs in graph order.
+    pub fn run_tensors(&mut self, inputs: &HashMap<String, Tensor>) -> Result<Vec<Tensor>, ClifError> {
+        let meta = self.model.meta().clone();
+        let mut owned: Vec<Vec<u64>> = Vec::with_capacity(meta.inputs.len());
+        let mut lens = Vec::with_capacity(meta.inputs.len());
+        for port in &meta.inputs {
+            let t = inputs.get(&port.name).ok_or_else(|| ClifError::Runtime(d2nn_runtime::abi::ModelError::Input { name: port.name.clone(), reason: "is missing".into() }))?;
+            if t.dtype() != port.dtype {
+                return Err(ClifError::Runtime(d2nn_runtime::abi::ModelError::Input { name: port.name.clone(), reason: format!("is {}, the model expects {}", t.dtype(), port.dtype) }));
+            }
+            let bytes = tensor_bytes(t);
+            lens.push(bytes.len());
+            let mut words = vec![0u64; bytes.len().div_ceil(8).max(1)];
+            bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+            owned.push(words);
+        }
+        let views: Vec<&[u8]> = owned.iter().zip(&lens).map(|(w, &n)| &bytemuck::cast_slice::<u64, u8>(w)[..n]).collect();
+        let batch = self.model.batch_of(&lens)?;
+        for (port, t) in meta.inputs.iter().zip(meta.inputs.iter().map(|p| &inputs[&p.name])) {
+            let expected: Vec<usize> = port.dims.iter().map(|d| d.at(batch)).collect();
+            if t.shape() != expected.as_slice() {
+                return Err(ClifError::Runtime(d2nn_runtime::abi::ModelError::Input { name: port.name.clone(), reason: format!("shape {:?}, the model expects {expected:?} at batch {batch}", t.shape()) }));
+            }
+        }
+        let shapes: Vec<Vec<usize>> = meta.outputs.iter().map(|p| p.dims.iter().map(|d| d.at(batch)).collect()).collect();
+        let mut out_words: Vec<Vec<u64>> = meta.outputs.iter().zip(&shapes).map(|(p, s)| vec![0u64; (s.iter().product::<usize>() * p.dtype.size_of()).div_ceil(8).max(1)]).collect();
+        {
+            let mut outs: Vec<&mut [u8]> = out_words.iter_mut().zip(meta.outputs.iter().zip(&shapes)).map(|(w, (p, s))| &mut bytemuck::cast_slice_mut::<u64, u8>(w)[..s.iter().product::<usize>() * p.dtype.size_of()]).collect();
+            self.model.run(&views, &mut outs)?;
+        }
+        meta.outputs
+            .iter()
+            .zip(&shapes)
+            .zip(&out_words)
+            .map(|((p, s), w)| {
+                let n: usize = s.iter().product();
+                let bytes = &bytemuck::cast_slice::<u64, u8>(w)[..n * p.dtype.size_of()];
+                let t = match p.dtype {
+                    DType::F32 => Tensor::from_f32(s, elements(bytes)),
+                    DType::I64 => Tensor::from_i64(s, elements(bytes)),
+                    DType::I32 => Tensor::from_i32(s, elements(bytes)),
+                    DType::Bool => Tensor::from_bool(s, bytes.iter().map(|&b| b != 0).collect()),
+                };
+                t.map_err(|e| ClifError::Value { what: "output", name: p.name.clone(), reason: e.to_string() })
+            })
+            .collect()
+    }
+}
+
+/// Elements of `T` read from (possibly unaligned) bytes.
+fn elements<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
+    bytes.chunks_exact(std::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned).collect()
+}
+
+/// A tensor's elements as little-endian bytes (bool as 0/1).
+fn tensor_bytes(t: &Tensor) -> Vec<u8> {
+    match t {
+        Tensor::F32(a) => a.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Tensor::I64(a) => a.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Tensor::I32(a) => a.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Tensor::Bool(a) => a.iter().map(|&b| u8::from(b)).collect(),
+    }
+}
+
+impl Drop for JitModel {
+    fn drop(&mut self) {
+        if let Some(module) = self.module.take() {
+            // SAFETY: nothing refers to the module's code or data any more:
+            // the runtime model copied the metadata and weights when it was
+            // created, and its `run` pointer is never called after `self` is
+            // dropped (the model field is unusable from here on).
+            unsafe { module.free_memory() };
+        }
+    }
+}
