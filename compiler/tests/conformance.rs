@@ -31,6 +31,10 @@ use std::sync::Mutex;
 const SUITES: &[&str] = &["node", "simple", "pytorch-operator", "pytorch-converted"];
 /// Data sets whose model the plan refuses for runtime-dependent shapes.
 static DYNAMIC_SHAPE_CASES: AtomicUsize = AtomicUsize::new(0);
+/// Programs the JIT compiled and ran, and programs it was not given because
+/// a step runs the interpreter's kernel (the JIT has no fallback for those).
+static JIT_RUNS: AtomicUsize = AtomicUsize::new(0);
+static JIT_NEEDS_INTERPRETER: AtomicUsize = AtomicUsize::new(0);
 /// Data sets with `If`/`Where` run through the dynamic engines, and how many
 /// of them the guard analysis found a decision in.
 static DYNAMIC_RUNS: AtomicUsize = AtomicUsize::new(0);
@@ -233,8 +237,24 @@ fn run_data_set(model: &ModelProto, dir: &Path, set: &Path) -> Result<(), Status
     // A plan needs static shapes; a model whose shapes follow from runtime
     // data (a float `scales` input, say) is refused with a clear error and
     // runs through the interpreter only.
+    let analysis = d2nnc::dynamic::analyze(&optimized, &[]);
+    // The JIT compiles programs whose every step has a runtime kernel; a
+    // step left to the interpreter (`Kernel::Reference`) is refused by name,
+    // and such cases are counted, not failed.
+    let jit = |program: &d2nnc::plan::Program| -> Option<Result<Vec<Tensor>, String>> {
+        if program.node_kernels().iter().any(|(_, k)| matches!(k, d2nnc::plan::Kernel::Reference)) {
+            JIT_NEEDS_INTERPRETER.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        JIT_RUNS.fetch_add(1, Ordering::Relaxed);
+        Some(d2nnc::back::clif::JitModel::compile(&optimized, program, &analysis, 1).and_then(|mut m| m.run_tensors(&feeds)).map_err(|e| e.to_string()))
+    };
+    let mut native = Vec::new();
     let plan = match d2nnc::plan::lower(&optimized) {
-        Ok(program) => Some(d2nnc::plan::Executor::new(std::sync::Arc::new(program)).run(&feeds).map_err(|e| e.to_string())),
+        Ok(program) => {
+            native.extend(jit(&program).map(|r| ("jit", r)));
+            Some(d2nnc::plan::Executor::new(std::sync::Arc::new(program)).run(&feeds).map_err(|e| e.to_string()))
+        }
         Err(LowerError::DynamicShape { .. }) => {
             DYNAMIC_SHAPE_CASES.fetch_add(1, Ordering::Relaxed);
             None
@@ -246,10 +266,10 @@ fn run_data_set(model: &ModelProto, dir: &Path, set: &Path) -> Result<(), Status
         ("interp, optimized", d2nnc::interp::run(&optimized, &feeds).map_err(|e| e.to_string())),
     ];
     runs.extend(plan.map(|p| ("plan", p)));
+    runs.extend(native);
     let dense = runs[1].1.clone();
     if has_branching_op(&optimized) {
         DYNAMIC_RUNS.fetch_add(1, Ordering::Relaxed);
-        let analysis = d2nnc::dynamic::analyze(&optimized, &[]);
         if analysis.is_dynamic() {
             DYNAMIC_WITH_DECISIONS.fetch_add(1, Ordering::Relaxed);
         }
@@ -261,7 +281,10 @@ fn run_data_set(model: &ModelProto, dir: &Path, set: &Path) -> Result<(), Status
         }
         runs.push(("interp, dynamic", dynamic));
         match d2nnc::plan::lower_dynamic(&optimized, &analysis) {
-            Ok(program) => runs.push(("plan, dynamic", d2nnc::plan::Executor::new(std::sync::Arc::new(program)).run(&feeds).map_err(|e| e.to_string()))),
+            Ok(program) => {
+                runs.extend(jit(&program).map(|r| ("jit, dynamic", r)));
+                runs.push(("plan, dynamic", d2nnc::plan::Executor::new(std::sync::Arc::new(program)).run(&feeds).map_err(|e| e.to_string())));
+            }
             Err(LowerError::DynamicShape { .. }) => {}
             Err(e) => runs.push(("plan, dynamic", Err(e.to_string()))),
         }
@@ -404,6 +427,11 @@ fn report(cases: &[Case], results: &[Outcome], expected_path: &Path, filtered: b
     if newly_passing > 0 && !bless {
         println!("{newly_passing} cases pass that expected.txt does not list as passing; run with D2NNC_BLESS=1 to update");
     }
+    println!(
+        "jit: compiled and ran {} programs of passing or failing cases; {} programs have a step only the interpreter covers (not compiled)",
+        JIT_RUNS.load(Ordering::Relaxed),
+        JIT_NEEDS_INTERPRETER.load(Ordering::Relaxed)
+    );
     println!(
         "plan executor: ran every passing case except {} data sets whose shapes depend on runtime data (refused by lowering)",
         DYNAMIC_SHAPE_CASES.load(Ordering::Relaxed)

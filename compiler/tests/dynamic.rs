@@ -180,3 +180,52 @@ fn dynamic_plan_matches_dense_plan_and_the_interpreter_trace_on_every_fixture() 
         }
     }
 }
+
+/// Runs the JIT-compiled program with knob values set.
+fn jit_run(graph: &d2nnc::ir::Graph, program: &d2nnc::plan::Program, analysis: &Analysis, threads: usize, knobs: &Knobs, feeds: &HashMap<String, Tensor>) -> (Vec<Tensor>, d2nnc::dynamic::Trace) {
+    let mut jit = d2nnc::back::clif::JitModel::compile(graph, program, analysis, threads).unwrap_or_else(|e| panic!("JIT compile: {e}"));
+    for (name, &v) in knobs {
+        jit.set_knob(name, v).unwrap();
+    }
+    let out = jit.run_tensors(feeds).unwrap_or_else(|e| panic!("JIT run: {e}"));
+    (out, jit.trace().clone())
+}
+
+#[test]
+fn jit_matches_the_plan_executor_and_the_interpreter_trace_on_every_fixture() {
+    for name in fixture_names() {
+        let (graph, analysis) = load(&name);
+        let dynamic = std::sync::Arc::new(d2nnc::plan::lower_dynamic(&graph, &analysis).unwrap());
+        for feeds in fixture_inputs(&name) {
+            let mut batches = vec![feeds.clone()];
+            for b in [1, 5, 33] {
+                batches.extend(tiled(&graph, &feeds, b));
+            }
+            for feeds in &batches {
+                for knobs in knob_settings(&analysis) {
+                    let batch = feeds.values().next().map(|t| t.shape().to_vec());
+                    // Dense: the JIT of the dense program against the dense plan.
+                    let g = with_knobs(&graph, &analysis, &knobs);
+                    let dense = d2nnc::plan::lower(&g).unwrap();
+                    let (expected, _) = plan_run(&std::sync::Arc::new(d2nnc::plan::lower(&g).unwrap()), 1, &Knobs::new(), feeds);
+                    let (got, _) = jit_run(&g, &dense, &analysis, 1, &Knobs::new(), feeds);
+                    for (i, (d, e)) in got.iter().zip(&expected).enumerate() {
+                        same(d, e).unwrap_or_else(|m| panic!("{name} dense output {i} (knobs {knobs:?}, batch {batch:?}): {m}"));
+                    }
+                    // Dynamic: the same kernels on the same rows as the plan, and the interpreter's trace.
+                    let (plan_out, _) = plan_run(&dynamic, 1, &knobs, feeds);
+                    let (_, interp_trace) = d2nnc::interp::run_dynamic(&graph, &analysis, feeds, &knobs).unwrap();
+                    for threads in [1, 2] {
+                        let (got, trace) = jit_run(&graph, &dynamic, &analysis, threads, &knobs, feeds);
+                        for (i, (d, e)) in got.iter().zip(&plan_out).enumerate() {
+                            d2nnc::compare::compare(d, e, 1e-6, 1e-5).unwrap_or_else(|m| panic!("{name} dynamic output {i} (knobs {knobs:?}, {threads} threads, batch {batch:?}): {m}"));
+                        }
+                        if analysis.is_dynamic() {
+                            assert_eq!(trace, interp_trace, "{name}: the JIT and the interpreter ran different rows (knobs {knobs:?}, batch {batch:?})");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -227,7 +227,8 @@ pub unsafe extern "C" fn d2nn_model_sample_path(model: *const CModel, sample: us
     guarded(|| {
         // SAFETY: the function's contract.
         let m = unsafe { model_ref(model) }?;
-        let batch = m.last_batch().ok_or((Status::OutOfRange, "the model has not run yet".to_string()))?;
+        m.last_batch().ok_or((Status::OutOfRange, "the model has not run yet".to_string()))?;
+        let batch = m.trace().batch;
         if path.is_null() {
             return Err(null("path"));
         }

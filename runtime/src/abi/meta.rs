@@ -35,8 +35,11 @@ pub struct ModelMeta {
     pub arena_bytes_per_batch: usize,
     pub arena_fixed_bytes: usize,
     /// Number of guarded blocks, each with a rows and a samples list of
-    /// `batch` entries in the frame's list space.
+    /// one entry per sample in the frame's list space.
     pub blocks: usize,
+    /// Samples per call (axis 0 of the first input; 1 without inputs):
+    /// the rows decisions are taken for.
+    pub samples: Dim,
     /// The constant operands, in the order of the frame's constant table:
     /// an index into the weights table each.
     pub consts: Vec<u32>,
@@ -171,6 +174,7 @@ mod tests {
             arena_bytes_per_batch: 64,
             arena_fixed_bytes: 0,
             blocks: 0,
+            samples: Dim::Batch(1),
             consts: vec![],
             kernels: vec![KernelEntry { node: "r".into(), op: "Relu".into(), kernel: KernelDesc::Unary(Unary::Relu) }],
         };

@@ -72,12 +72,15 @@ pub struct Frame {
     pub consts: *const *const u8,
     /// The knobs' values, `Knob::elements` floats each, in order.
     pub knobs: *const f32,
-    /// Row lists: `batch` entries for the root's samples (0, 1, …), then
+    /// Row lists: `samples` entries for the root's samples (0, 1, …), then
     /// per guarded block its rows and its samples.
     pub lists: *mut usize,
     pub batch: usize,
     /// Per-call mutable state (trace, error), for the hooks.
     pub state: *mut std::ffi::c_void,
+    /// Samples in the call (`ModelMeta::samples` at `batch`): the length
+    /// of the root's list and the stride of the blocks' lists.
+    pub samples: usize,
 }
 
 /// Byte offsets of [`Frame`]'s fields, for the code generator.
@@ -89,6 +92,7 @@ pub mod frame_layout {
     pub const KNOBS: i32 = 40;
     pub const LISTS: i32 = 48;
     pub const BATCH: i32 = 56;
+    pub const SAMPLES: i32 = 72;
 }
 
 /// One operand of a kernel call: its bytes and element type.

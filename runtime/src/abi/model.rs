@@ -237,14 +237,15 @@ impl Model {
             }
         }
         let arena_bytes = meta.arena_bytes(batch).ok_or(ModelError::TooLarge(batch))?;
-        let lists = (1 + 2 * meta.blocks).checked_mul(batch).ok_or(ModelError::TooLarge(batch))?;
+        let samples = meta.samples.at(batch);
+        let lists = (1 + 2 * meta.blocks).checked_mul(samples).ok_or(ModelError::TooLarge(batch))?;
         self.arena.reserve(arena_bytes.max(64));
         self.lists.clear();
         self.lists.resize(lists.max(1), 0);
-        for (i, s) in self.lists[..batch].iter_mut().enumerate() {
+        for (i, s) in self.lists[..samples].iter_mut().enumerate() {
             *s = i;
         }
-        self.state.trace.reset(&meta.trace, batch);
+        self.state.trace.reset(&meta.trace, samples);
         self.state.error = None;
         let input_ptrs: SmallVec<[*const u8; 8]> = inputs.iter().map(|b| b.as_ptr()).collect();
         let output_ptrs: SmallVec<[*mut u8; 8]> = outputs.iter_mut().map(|b| b.as_mut_ptr()).collect();
@@ -258,6 +259,7 @@ impl Model {
             knobs: self.knobs.as_ptr(),
             lists: self.lists.as_mut_ptr(),
             batch,
+            samples,
             state: &mut self.state as *mut CallState as *mut std::ffi::c_void,
         };
         debug_assert_eq!(self.consts.len(), self.const_addrs.len());

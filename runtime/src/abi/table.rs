@@ -220,10 +220,16 @@ fn misaligned(what: &str) -> KernelError {
 }
 
 fn f32_of(bytes: &[u8]) -> Result<&[f32], KernelError> {
+    if bytes.is_empty() {
+        return Ok(&[]);
+    }
     bytemuck::try_cast_slice(bytes).map_err(|_| misaligned("operand"))
 }
 
 fn f32_mut(bytes: &mut [u8]) -> Result<&mut [f32], KernelError> {
+    if bytes.is_empty() {
+        return Ok(&mut []);
+    }
     bytemuck::try_cast_slice_mut(bytes).map_err(|_| misaligned("output"))
 }
 
@@ -248,6 +254,7 @@ use movement;
 type Move<'f, T> = &'f dyn Fn(&[&[T]], &mut [T]) -> Result<(), KernelError>;
 
 fn moved<T: bytemuck::Pod>(inputs: &[(DType, &[u8])], out: &mut [u8], op: Move<'_, T>) -> Result<(), KernelError> {
-    let xs: SmallVec<[&[T]; 8]> = inputs.iter().map(|(_, b)| bytemuck::try_cast_slice(b).map_err(|_| misaligned("operand"))).collect::<Result<_, _>>()?;
-    op(&xs, bytemuck::try_cast_slice_mut(out).map_err(|_| misaligned("output"))?)
+    let xs: SmallVec<[&[T]; 8]> = inputs.iter().map(|(_, b)| if b.is_empty() { Ok(&[][..]) } else { bytemuck::try_cast_slice(b).map_err(|_| misaligned("operand")) }).collect::<Result<_, _>>()?;
+    let out: &mut [T] = if out.is_empty() { &mut [] } else { bytemuck::try_cast_slice_mut(out).map_err(|_| misaligned("output"))? };
+    op(&xs, out)
 }

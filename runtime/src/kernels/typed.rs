@@ -31,6 +31,15 @@ pub enum ElemsMut<'a> {
 impl<'a> Elems<'a> {
     /// Bytes of `dtype` elements as elements (`None` when misaligned or ragged).
     pub fn from_bytes(dtype: DType, bytes: &'a [u8]) -> Option<Elems<'a>> {
+        // An empty byte slice may sit at any address; it is every type's empty slice.
+        if bytes.is_empty() {
+            return Some(match dtype {
+                DType::F32 => Elems::F32(&[]),
+                DType::I64 => Elems::I64(&[]),
+                DType::I32 => Elems::I32(&[]),
+                DType::Bool => Elems::Bool(&[]),
+            });
+        }
         Some(match dtype {
             DType::F32 => Elems::F32(bytemuck::try_cast_slice(bytes).ok()?),
             DType::I64 => Elems::I64(bytemuck::try_cast_slice(bytes).ok()?),
@@ -43,6 +52,14 @@ impl<'a> Elems<'a> {
 impl<'a> ElemsMut<'a> {
     /// Bytes of `dtype` elements as elements (`None` when misaligned or ragged).
     pub fn from_bytes(dtype: DType, bytes: &'a mut [u8]) -> Option<ElemsMut<'a>> {
+        if bytes.is_empty() {
+            return Some(match dtype {
+                DType::F32 => ElemsMut::F32(&mut []),
+                DType::I64 => ElemsMut::I64(&mut []),
+                DType::I32 => ElemsMut::I32(&mut []),
+                DType::Bool => ElemsMut::Bool(&mut []),
+            });
+        }
         Some(match dtype {
             DType::F32 => ElemsMut::F32(bytemuck::try_cast_slice_mut(bytes).ok()?),
             DType::I64 => ElemsMut::I64(bytemuck::try_cast_slice_mut(bytes).ok()?),

@@ -31,6 +31,9 @@ pub(super) struct Rows {
     pub(super) n: Value,
     /// The global sample index of each row.
     pub(super) samples: Value,
+    /// Rows decisions are taken for: the samples in the frame (with a fixed
+    /// batch the arena has no batch axis, but decisions still have a row per sample).
+    pub(super) count: Value,
 }
 
 pub struct FunctionWriter<'a, 'm> {
@@ -56,6 +59,8 @@ pub struct FunctionWriter<'a, 'm> {
     lists: Value,
     /// The call's batch: arena offsets and list positions scale with it.
     nb: Value,
+    /// Samples in the call: the stride of the row lists.
+    ns: Value,
 }
 
 const PTR: Type = types::I64;
@@ -86,7 +91,7 @@ impl<'a, 'm> FunctionWriter<'a, 'm> {
         let frame = fb.block_params(entry)[0];
         let load = |fb: &mut FunctionBuilder, offset: i32| fb.ins().load(PTR, flags(), frame, offset);
         let (arena, inputs, outputs, consts) = (load(fb, frame_layout::ARENA), load(fb, frame_layout::INPUTS), load(fb, frame_layout::OUTPUTS), load(fb, frame_layout::CONSTS));
-        let (knobs, lists, nb) = (load(fb, frame_layout::KNOBS), load(fb, frame_layout::LISTS), load(fb, frame_layout::BATCH));
+        let (knobs, lists, nb, ns) = (load(fb, frame_layout::KNOBS), load(fb, frame_layout::LISTS), load(fb, frame_layout::BATCH), load(fb, frame_layout::SAMPLES));
         let operands = fb.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, (MAX_OPERANDS as u32) * operand_layout::SIZE, 3));
         let status = fb.declare_var(types::I32);
         let zero = fb.ins().iconst(types::I32, 0);
@@ -112,12 +117,13 @@ impl<'a, 'm> FunctionWriter<'a, 'm> {
             knobs,
             lists,
             nb,
+            ns,
         })
     }
 
     /// Emits the whole body, the output copies and the exits.
     pub fn finish(mut self, fb: &mut FunctionBuilder) -> Result<(), ClifError> {
-        let root = Rows { n: self.nb, samples: self.lists };
+        let root = Rows { n: self.nb, samples: self.lists, count: self.ns };
         let p = self.p;
         self.steps(fb, &p.body, root)?;
         for (i, &b) in p.outputs.iter().enumerate() {
@@ -238,7 +244,7 @@ impl<'a, 'm> FunctionWriter<'a, 'm> {
                 for (taken, block, yields, region) in [(then_b, then_block, then_yields, branches.map(|b| b[0])), (else_b, else_block, else_yields, branches.map(|b| b[1]))] {
                     fb.switch_to_block(taken);
                     if let Some(r) = region {
-                        self.record(fb, r, rows.samples, rows.n, rows.n);
+                        self.record(fb, r, rows.samples, rows.count, rows.count);
                     }
                     self.steps(fb, block, rows)?;
                     for (&y, &o) in yields.iter().zip(outputs) {
@@ -372,7 +378,7 @@ impl<'a, 'm> FunctionWriter<'a, 'm> {
         let analysis = self.dynamic.ok_or_else(|| ClifError::Value { what: "region", name: format!("R{block}"), reason: "a guarded block in a program without a dynamic schedule".into() })?;
         let b = &analysis.blocks[block];
         let list = |fb: &mut FunctionBuilder, me: &Self, which: usize| {
-            let words = Self::scaled(fb, me.nb, 8 * which);
+            let words = Self::scaled(fb, me.ns, 8 * which);
             fb.ins().iadd(me.lists, words)
         };
         let rows_list = list(fb, self, 1 + 2 * block);
@@ -382,7 +388,7 @@ impl<'a, 'm> FunctionWriter<'a, 'm> {
         let zero = Self::iconst(fb, 0);
         fb.def_var(count, zero);
         let terms = b.local.terms().to_vec();
-        self.for_range(fb, rows.n, |me, fb, i| {
+        self.for_range(fb, rows.count, |me, fb, i| {
             let mut guard: Option<Value> = if terms.is_empty() { Some(fb.ins().iconst(types::I8, 0)) } else { None };
             for term in &terms {
                 let mut conj = fb.ins().iconst(types::I8, 1);
@@ -461,7 +467,7 @@ impl<'a, 'm> FunctionWriter<'a, 'm> {
                     Ok(())
                 })?;
             }
-            self.steps(fb, body, Rows { n: count, samples: samples_list })?;
+            self.steps(fb, body, Rows { n: count, samples: samples_list, count })?;
             for &o in outputs {
                 if !matches!(self.p.buffers[o].storage, Storage::Arena(_)) {
                     continue;
@@ -472,7 +478,7 @@ impl<'a, 'm> FunctionWriter<'a, 'm> {
                 }
             }
         } else {
-            self.record(fb, block, samples_list, count, rows.n);
+            self.record(fb, block, samples_list, count, rows.count);
             self.steps(fb, body, rows)?;
         }
         fb.ins().jump(done, &[]);

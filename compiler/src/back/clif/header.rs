@@ -167,7 +167,8 @@ int d2nn_model_flops(const d2nn_model *model, uint64_t *executed, uint64_t *dens
 /* The path a sample took in the last successful run: an index into the
  * model's list of paths (NAME_PATH_COUNT; the header's comment lists them).
  *   model:  the model (not null).
- *   sample: the sample's index in the batch (0 .. batch - 1).
+ *   sample: the sample's index (0 .. batch - 1; in a model without a batch
+ *           axis, the samples are the first input's first axis).
  *   path:   receives the path's index (not null).
  * Returns D2NN_OK; D2NN_NULL_POINTER if model or path is null;
  * D2NN_OUT_OF_RANGE if the model has not run successfully yet, if sample is
@@ -629,6 +630,7 @@ mod tests {
             arena_bytes_per_batch: 64,
             arena_fixed_bytes: 0,
             blocks: 2,
+            samples: Dim::Batch(1),
             consts: vec![],
             kernels: vec![],
         }
@@ -648,6 +650,7 @@ mod tests {
             arena_bytes_per_batch: 0,
             arena_fixed_bytes: 0,
             blocks: 0,
+            samples: Dim::Batch(1),
             consts: vec![],
             kernels: vec![],
         }

@@ -246,6 +246,11 @@ impl<'a> MetaBuilder<'a> {
             arena_bytes_per_batch: p.arena.bytes_per_batch,
             arena_fixed_bytes: p.arena.fixed_bytes,
             blocks,
+            samples: match p.inputs.first().and_then(|&b| p.buffers[b].shape.first()) {
+                Some(Dim::Sym { factor, .. }) => compiled::Dim::Batch(*factor),
+                Some(Dim::Known(k)) => compiled::Dim::Known(*k),
+                _ => compiled::Dim::Known(1),
+            },
             consts: self.consts.clone(),
             kernels: self.kernels.clone(),
         })

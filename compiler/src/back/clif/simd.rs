@@ -84,8 +84,11 @@ fn inline_of(p: &Program, step: &Step) -> Option<Inline> {
         Kernel::Binary(k) if binary_inline(&k.op) => {
             let (a, b) = (operand(0)?, operand(1)?);
             let read = |buf: BufferId, strides: &[usize]| -> Option<Operand> {
-                match layout(&k.dims, strides)? {
-                    true if size_key(p, buf) == size_key(p, out) => Some(Operand::Each(buf)),
+                let read_layout = layout(&k.dims, strides)?;
+                // Equal sizes: read at the index (a one-element run included,
+                // whose operands an earlier step of the run may have written).
+                match read_layout {
+                    _ if size_key(p, buf) == size_key(p, out) => Some(Operand::Each(buf)),
                     false if scalar_ok(buf) => Some(Operand::Scalar(buf)),
                     _ => None,
                 }
