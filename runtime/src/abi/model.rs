@@ -23,7 +23,7 @@ pub enum ModelError {
     #[error("weights file: {0}")]
     Weights(#[from] crate::weights::WeightsError),
     #[error("node `{node}` ({op}): {source}")]
-    Prepare { node: String, op: String, source: PrepareError },
+    Prepare { node: String, op: String, source: Box<PrepareError> },
     #[error("the model has {expected} inputs, got {actual}")]
     InputCount { expected: usize, actual: usize },
     #[error("the model has {expected} outputs, got {actual} buffers")]
@@ -114,7 +114,7 @@ impl Model {
         let table = meta
             .kernels
             .iter()
-            .map(|e| Prepared::new(e, &w).map_err(|source| ModelError::Prepare { node: e.node.clone(), op: e.op.clone(), source }))
+            .map(|e| Prepared::new(e, &w).map_err(|source| ModelError::Prepare { node: e.node.clone(), op: e.op.clone(), source: Box::new(source) }))
             .collect::<Result<Vec<_>, _>>()?;
         let mut consts = Vec::with_capacity(meta.consts.len());
         for &index in &meta.consts {

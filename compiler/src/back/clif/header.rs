@@ -167,12 +167,12 @@ int d2nn_model_flops(const d2nn_model *model, uint64_t *executed, uint64_t *dens
 /* The path a sample took in the last successful run: an index into the
  * model's list of paths (NAME_PATH_COUNT; the header's comment lists them).
  *   model:  the model (not null).
- *   sample: the sample's index (0 .. batch - 1; in a model without a batch
- *           axis, the samples are the first input's first axis).
+ *   sample: the sample's index: a row of the first input's first axis in
+ *           the last run (0 .. batch - 1 when that axis is the batch).
  *   path:   receives the path's index (not null).
  * Returns D2NN_OK; D2NN_NULL_POINTER if model or path is null;
  * D2NN_OUT_OF_RANGE if the model has not run successfully yet, if sample is
- * not below the last batch, or if the model does not list its paths
+ * out of range, or if the model does not list its paths
  * (NAME_PATH_COUNT is 0); D2NN_PANIC on a runtime bug.
  * Not safe concurrently with a call that modifies the model. */
 int d2nn_model_sample_path(const d2nn_model *model, size_t sample, size_t *path);

@@ -1301,8 +1301,6 @@ fn shape_text(shape: &[Dim]) -> String {
     format!("[{}]", parts.join(", "))
 }
 
-/// The first `max` names and how many more.
-
 /// The constructor call of a data-movement kernel.
 fn copy_args_init(args: &d2nn_runtime::kernels::copy::CopyArgs, at: &TokenStream) -> TokenStream {
     use d2nn_runtime::kernels::copy::CopyArgs;
