@@ -148,6 +148,10 @@ trait Runner {
     fn flops_executed(&self) -> Option<u64> {
         None
     }
+    /// A line about how the backend was prepared (the JIT's compile time).
+    fn prepared(&self) -> Option<String> {
+        None
+    }
 }
 
 struct PlanRunner {
@@ -211,6 +215,10 @@ impl Runner for JitRunner {
 
     fn flops_executed(&self) -> Option<u64> {
         self.dynamic.then(|| self.model.trace().flops_executed)
+    }
+
+    fn prepared(&self) -> Option<String> {
+        Some(format!("jit: Cranelift code generation {:.1} ms (weights packed separately)", self.model.compile_time().as_secs_f64() * 1e3))
     }
 }
 
@@ -301,6 +309,9 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
         })
     };
     let mut runner = make_runner(dynamic)?;
+    if let Some(line) = runner.prepared() {
+        eprintln!("{line}");
+    }
     // The dense twin of a dynamic model, timed in the same run for the ratio.
     let mut dense_runner = if dynamic { Some(make_runner(false)?) } else { None };
     drop(dense_graph);

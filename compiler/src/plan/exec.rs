@@ -423,7 +423,9 @@ impl Executor {
                     d2nn_runtime::kernels::conv_transpose::conv_transpose2d(&c.geometry, &c.weights, bias, x[0], y, &pool).map_err(err)
                 })
             }
-            Kernel::Compare(_) | Kernel::Where(_) | Kernel::Cast { .. } | Kernel::ArgReduce(_) | Kernel::OneHot { .. } => self.typed(p, kernel, inputs, out, call),
+            Kernel::Compare(_) | Kernel::Where(_) | Kernel::Logic(_) | Kernel::Not | Kernel::Cast { .. } | Kernel::ArgReduce(_) | Kernel::OneHot { .. } => {
+                self.typed(p, kernel, inputs, out, call)
+            }
             Kernel::Reference | Kernel::Copy => Err("not one of the runtime's fast kernels".into()),
         }
     }

@@ -1,6 +1,8 @@
 //! The plan executor's fast steps whose operands and result differ in
-//! element type: comparisons (→ bool), `Where` (bool condition), `Cast`,
-//! ArgMax/ArgMin (→ i64) and OneHot. [`Executor::with_typed`] hands each
+//! element type — comparisons (→ bool), `Where` (bool condition), `Cast`,
+//! ArgMax/ArgMin (→ i64) and OneHot — and the logical ops on bools, which
+//! go through the same typed views so a bool operand is checked to be bool
+//! rather than read as raw bytes. [`Executor::with_typed`] hands each
 //! operand and the output over as a slice of its own dtype (bool as 0/1
 //! bytes): graph inputs, knobs and constants in place, arena buffers
 //! through one checked split of the arena, as `with_io` does for one type.
@@ -109,6 +111,11 @@ impl Executor {
                 let strides = [&k.cond_strides[..], &k.x_strides[..], &k.y_strides[..]];
                 self.with_typed(p, &[operand(0)?, operand(1)?, operand(2)?], out, call, |x, y| typed::select(x[0], x[1], x[2], &dims, strides, y).map_err(err))
             }
+            Kernel::Logic(k) => {
+                let dims = resolve(&k.dims)?;
+                self.with_typed(p, &[operand(0)?, operand(1)?], out, call, |x, y| typed::logic(k.op, x[0], x[1], &dims, &k.a_strides, &k.b_strides, y).map_err(err))
+            }
+            Kernel::Not => self.with_typed(p, &[operand(0)?], out, call, |x, y| typed::not(x[0], y).map_err(err)),
             Kernel::Cast { .. } => self.with_typed(p, &[operand(0)?], out, call, |x, y| typed::cast(x[0], y).map_err(err)),
             Kernel::ArgReduce(g) => self.with_typed(p, &[operand(0)?], out, call, |x, y| typed::arg_reduce(g, x[0], y).map_err(err)),
             Kernel::OneHot { geometry, off_on } => {

@@ -11,7 +11,7 @@
 //! kernel on the node's operands and is correct for every op; the runtime's
 //! fast kernels take over op by op where their conditions hold (f32 — or any
 //! dtype for data movement and the control logic of comparisons, `Where`,
-//! `Cast`, arg-reductions and `OneHot` — constant parameters,
+//! the logical ops on bools, `Cast`, arg-reductions and `OneHot` — constant parameters,
 //! batch-independent geometry). [`fuse`] merges a convolution or fully connected layer with the
 //! residual `Add` and activation after it into one step.
 
@@ -31,7 +31,7 @@ use crate::ir::{Dim, Graph, NodeId};
 use d2nn_runtime::kernels::conv_transpose::{ConvTranspose2d, ConvTransposeWeights};
 use d2nn_runtime::kernels::copy;
 use d2nn_runtime::kernels::elementwise::{Binary, Unary};
-use d2nn_runtime::kernels::logic::Compare;
+use d2nn_runtime::kernels::logic::{BoolOp, Compare};
 use d2nn_runtime::kernels::norm::{BatchNorm, LayerNorm};
 use d2nn_runtime::kernels::one_hot::OneHot;
 use d2nn_runtime::kernels::pool::{GlobalKind, Pool2d};
@@ -82,7 +82,8 @@ impl Buffer {
 /// How a node's step computes its outputs.
 ///
 /// The fast kernels run the runtime's kernels (`d2nn_runtime::kernels`; f32,
-/// or any dtype for data movement, comparisons, `Where`, `Cast` and `OneHot`)
+/// or any dtype for data movement, comparisons, `Where`, `Cast` and `OneHot`;
+/// bool for the logical ops)
 /// on the operands in place. Their parameters are computed at lowering time
 /// and never depend on the batch size: the kernels derive the batch-scaled
 /// outer count (batch × channels planes, softmax rows…) from the lengths of
@@ -154,6 +155,14 @@ pub enum Kernel {
     /// `Where(cond, X, Y)` with broadcasting, for any data dtype
     /// (`kernels::logic::where_strided`).
     Where(WhereKernel),
+    /// A broadcasting `And`, `Or` or `Xor` of bool inputs 0 and 1 into bool
+    /// bytes (`kernels::logic::bool_strided`): how decisions combine in
+    /// D2NN hierarchies.
+    Logic(LogicKernel),
+    /// `Not` of bool input 0, elementwise over the whole buffer
+    /// (`kernels::logic::not`); it needs no geometry, the length carries
+    /// the batch.
+    Not,
     /// `Cast` of input 0 from `from` to `to` (f32, i64, i32, bool), exactly
     /// as the interpreter converts (`kernels::cast::cast`).
     Cast { from: DType, to: DType },
@@ -178,6 +187,16 @@ pub enum Kernel {
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompareKernel {
     pub op: Compare,
+    pub dims: Vec<Dim>,
+    pub a_strides: Vec<usize>,
+    pub b_strides: Vec<usize>,
+}
+
+/// A logical `And`/`Or`/`Xor` as a strided loop over the output, laid out
+/// as [`CompareKernel`] (dims resolved per call, batch-independent strides).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogicKernel {
+    pub op: BoolOp,
     pub dims: Vec<Dim>,
     pub a_strides: Vec<usize>,
     pub b_strides: Vec<usize>,

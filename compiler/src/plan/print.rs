@@ -176,6 +176,8 @@ pub fn describe(kernel: &Kernel) -> String {
         Kernel::ReduceOverBatch { kind, .. } => format!("reduce {kind:?} over the batch"),
         Kernel::Compare(c) => format!("compare {:?}", c.op),
         Kernel::Where(_) => "where".into(),
+        Kernel::Logic(l) => format!("logic {:?}", l.op),
+        Kernel::Not => "not".into(),
         Kernel::Cast { from, to } => format!("cast {from} -> {to}"),
         Kernel::ArgReduce(a) => format!("{}{}", if a.max { "argmax" } else { "argmin" }, if a.select_last_index { " (last index)" } else { "" }),
         Kernel::OneHot { geometry, .. } => format!("one-hot depth {}", geometry.depth),

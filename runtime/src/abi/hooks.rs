@@ -3,6 +3,7 @@
 //! call's [`Frame`], and never unwind into the generated code.
 
 use super::model::{CallState, Loaded, ModelError};
+use super::table::Prepared;
 use super::{dtype_of_code, Frame, Operand, Status};
 use crate::kernels::KernelError;
 use smallvec::SmallVec;
@@ -43,6 +44,9 @@ pub unsafe extern "C" fn d2nn_rt_kernel(frame: *const Frame, index: u32, rows: u
 
 fn run_kernel(loaded: &Loaded, index: usize, rows: usize, operands: &[Operand]) -> Result<(), KernelError> {
     let kernel = loaded.table.get(index).ok_or_else(|| KernelError::Geometry(format!("kernel {index} is not in the table")))?;
+    if let Prepared::External { outputs } = kernel {
+        return run_external(loaded, index, rows, operands, *outputs);
+    }
     let (out, inputs) = operands.split_last().ok_or_else(|| KernelError::Geometry("no output operand".into()))?;
     let dtype = |o: &Operand| dtype_of_code(o.dtype).ok_or_else(|| KernelError::Geometry(format!("unknown dtype code {}", o.dtype)));
     let out_dtype = dtype(out)?;
@@ -68,6 +72,28 @@ fn run_kernel(loaded: &Loaded, index: usize, rows: usize, operands: &[Operand]) 
     // SAFETY: as above; the output is disjoint from every input.
     let out_bytes = unsafe { raw_mut(out) };
     kernel.run(&loaded.pool, rows, &views, (out_dtype, out_bytes))
+}
+
+/// Runs an external kernel: `operands` are its inputs, then `outputs` outputs.
+fn run_external(loaded: &Loaded, index: usize, rows: usize, operands: &[Operand], outputs: usize) -> Result<(), KernelError> {
+    let host = loaded.external.as_ref().ok_or_else(|| KernelError::Geometry("the model has no host for its external kernels".into()))?;
+    let split = operands.len().checked_sub(outputs).ok_or_else(|| KernelError::Geometry("fewer operands than outputs".into()))?;
+    let (ins, outs) = operands.split_at(split);
+    let span = |o: &Operand| (o.ptr as usize, o.ptr as usize + o.bytes);
+    for (k, o) in outs.iter().enumerate() {
+        let (start, end) = span(o);
+        let overlaps = |p: &Operand| p.bytes > 0 && o.bytes > 0 && span(p).0 < end && start < span(p).1;
+        if ins.iter().chain(&outs[k + 1..]).any(overlaps) {
+            return Err(KernelError::Geometry("an output overlaps another operand".into()));
+        }
+    }
+    let dtype = |o: &Operand| dtype_of_code(o.dtype).ok_or_else(|| KernelError::Geometry(format!("unknown dtype code {}", o.dtype)));
+    // SAFETY: every operand is valid for its bytes (the hook's contract);
+    // each output is disjoint from every other operand (checked above).
+    let in_views: SmallVec<[(crate::DType, &[u8]); 4]> = ins.iter().map(|o| Ok((dtype(o)?, unsafe { raw(o) }))).collect::<Result<_, KernelError>>()?;
+    // SAFETY: as above.
+    let mut out_views: SmallVec<[(crate::DType, &mut [u8]); 2]> = outs.iter().map(|o| Ok((dtype(o)?, unsafe { raw_mut(o) }))).collect::<Result<_, KernelError>>()?;
+    host.run(index as u32, rows, &in_views, &mut out_views)
 }
 
 /// # Safety

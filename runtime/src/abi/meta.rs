@@ -129,6 +129,10 @@ pub enum KernelDesc {
     ArgReduce { dtype: DType, geometry: ArgReduce },
     /// OneHot of `index` indices into `dtype` values `[off, on]` (little-endian bytes).
     OneHot { index: DType, dtype: DType, geometry: OneHot, off_on: Vec<u8> },
+    /// A step the host of the code runs (the JIT hands the interpreter's
+    /// kernel over as an [`super::External`]); its operands are the inputs,
+    /// then `outputs` outputs. A model with one cannot be loaded without a host.
+    External { outputs: u32 },
 }
 
 /// Why the metadata of a compiled model cannot be used.

@@ -23,6 +23,13 @@ pub use meta::{Knob, KernelDesc, KernelEntry, MetaError, ModelMeta, Port};
 pub use model::{Model, ModelError};
 pub use table::PrepareError;
 
+/// Kernels the host of a compiled model runs itself ([`KernelDesc::External`]):
+/// the JIT passes the compiler's interpreter for steps no runtime kernel covers.
+pub trait External: Send + Sync {
+    /// Runs kernel `kernel` of the table on a frame of `rows` rows.
+    fn run(&self, kernel: u32, rows: usize, inputs: &[(crate::DType, &[u8])], outputs: &mut [(crate::DType, &mut [u8])]) -> Result<(), crate::kernels::KernelError>;
+}
+
 /// Version of [`Compiled`], [`Frame`] and [`Operand`]; bumped on any change.
 pub const ABI_VERSION: u32 = 1;
 

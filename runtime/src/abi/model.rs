@@ -62,6 +62,8 @@ pub(super) struct Loaded {
     pub(super) meta: ModelMeta,
     pub(super) table: Vec<Prepared>,
     pub(super) pool: ThreadPool,
+    /// Runs the table's external kernels.
+    pub(super) external: Option<std::sync::Arc<dyn super::External>>,
 }
 
 /// What the hooks write during one call.
@@ -94,6 +96,16 @@ impl Model {
     /// `weights` pointers hold `meta_len` and `weights_len` readable bytes,
     /// and whose `run` is code compiled against this ABI for that metadata.
     pub unsafe fn from_compiled(compiled: *const Compiled, threads: usize) -> Result<Model, ModelError> {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { Model::from_compiled_with(compiled, threads, None) }
+    }
+
+    /// [`Model::from_compiled`] with a host for the table's
+    /// [`super::KernelDesc::External`] kernels.
+    ///
+    /// # Safety
+    /// As for [`Model::from_compiled`].
+    pub unsafe fn from_compiled_with(compiled: *const Compiled, threads: usize, external: Option<std::sync::Arc<dyn super::External>>) -> Result<Model, ModelError> {
         // SAFETY: the caller vouches for `compiled` and the byte ranges it names.
         let (meta, weights, run, version) = unsafe {
             let c = &*compiled;
@@ -105,11 +117,14 @@ impl Model {
             return Err(MetaError::Version { found: version, expected: ABI_VERSION }.into());
         }
         let run = run.ok_or(ModelError::NoCode)?;
-        Model::new(ModelMeta::decode(meta)?, weights, run, threads)
+        Model::new(ModelMeta::decode(meta)?, weights, run, threads, external)
     }
 
     /// Loads a model from its parts: metadata, weights file and code.
-    fn new(meta: ModelMeta, weights: &[u8], run: RunFn, threads: usize) -> Result<Model, ModelError> {
+    fn new(meta: ModelMeta, weights: &[u8], run: RunFn, threads: usize, external: Option<std::sync::Arc<dyn super::External>>) -> Result<Model, ModelError> {
+        if let Some(e) = meta.kernels.iter().find(|e| matches!(e.kernel, super::KernelDesc::External { .. })).filter(|_| external.is_none()) {
+            return Err(ModelError::Prepare { node: e.node.clone(), op: e.op.clone(), source: Box::new(PrepareError::Kernel(KernelError::Geometry("the step runs the compiler's interpreter, which only the JIT provides".into()))) });
+        }
         let w = Weights::parse(weights)?;
         let table = meta
             .kernels
@@ -128,7 +143,7 @@ impl Model {
         let const_addrs = consts.iter().map(|c| c.as_ptr() as usize).collect();
         let knobs = meta.knobs.iter().flat_map(|k| std::iter::repeat_n(k.default, k.elements)).collect();
         let state = CallState { trace: Trace::new(&meta.trace, 0), error: None };
-        Ok(Model { loaded: Loaded { meta, table, pool: ThreadPool::new(threads) }, run, consts, const_addrs, knobs, arena: Arena::new(), lists: Vec::new(), state, last_batch: None })
+        Ok(Model { loaded: Loaded { meta, table, pool: ThreadPool::new(threads), external }, run, consts, const_addrs, knobs, arena: Arena::new(), lists: Vec::new(), state, last_batch: None })
     }
 
     pub fn meta(&self) -> &ModelMeta {

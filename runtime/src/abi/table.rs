@@ -49,6 +49,8 @@ pub(super) enum Prepared {
     Cast,
     ArgReduce(ArgReduce),
     OneHot { geometry: OneHot, dtype: DType, off_on: [u8; 16] },
+    /// Run by the model's [`super::External`] host.
+    External { outputs: usize },
 }
 
 /// Why a kernel of the table cannot be prepared.
@@ -121,6 +123,7 @@ impl Prepared {
             KernelDesc::Cast { .. } => Prepared::Cast,
             KernelDesc::ArgReduce { geometry, .. } => Prepared::ArgReduce(*geometry),
             KernelDesc::OneHot { geometry, dtype, off_on, .. } => Prepared::OneHot { geometry: *geometry, dtype: *dtype, off_on: fixed(off_on)? },
+            KernelDesc::External { outputs } => Prepared::External { outputs: *outputs as usize },
         })
     }
 
@@ -197,6 +200,7 @@ impl Prepared {
                 let values = Elems::from_bytes(*dtype, pair).ok_or_else(|| misaligned("one-hot values"))?;
                 typed::one_hot(geometry, elems(0)?, values, out_elems(out_dtype, out)?)
             }
+            Prepared::External { .. } => Err(KernelError::Geometry("an external kernel is run by the model's host".into())),
         }
     }
 }

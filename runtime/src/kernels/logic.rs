@@ -1,13 +1,14 @@
-//! Comparisons and `Where` for any element type, with numpy broadcasting
-//! expressed as explicit strides (as in [`super::elementwise`]): the output
-//! is iterated in row-major order over `dims`, and operand element `index`
-//! is at `Σ index[i]·strides[i]`, with stride 0 on the axes the operand is
-//! broadcast along.
+//! Comparisons, `Where` and the logical ops (`And`, `Or`, `Xor`, `Not`) for
+//! any element type, with numpy broadcasting expressed as explicit strides
+//! (as in [`super::elementwise`]): the output is iterated in row-major order
+//! over `dims`, and operand element `index` is at `Σ index[i]·strides[i]`,
+//! with stride 0 on the axes the operand is broadcast along.
 //!
-//! Bool is one byte, 0 or 1: comparisons write 0/1 and `Where` takes any
-//! non-zero condition byte as true. Comparisons use `PartialOrd`, exactly as
-//! the reference interpreter: every comparison with a NaN is false, and
-//! `-0.0 == 0.0`.
+//! Bool is one byte, 0 or 1: comparisons and the logical ops write 0/1, and
+//! `Where` and the logical ops take any non-zero input byte as true (so a
+//! caller's bytes that are not strictly 0/1 still give 0/1 results).
+//! Comparisons use `PartialOrd`, exactly as the reference interpreter: every
+//! comparison with a NaN is false, and `-0.0 == 0.0`.
 
 use super::scratch::Reused;
 use super::{expect_len, KernelError};
@@ -98,6 +99,55 @@ fn compare_rows<T: Copy>(a: &[T], b: &[T], dims: &[usize], strides: [&[usize]; 2
             }
         }
     });
+}
+
+/// A logical connective of two bools (ONNX `And`, `Or`, `Xor`).
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BoolOp {
+    And,
+    Or,
+    Xor,
+}
+
+impl BoolOp {
+    /// The connective of one pair.
+    #[inline(always)]
+    pub fn apply(self, x: bool, y: bool) -> bool {
+        match self {
+            BoolOp::And => x & y,
+            BoolOp::Or => x | y,
+            BoolOp::Xor => x ^ y,
+        }
+    }
+}
+
+/// `out[index] = op(a[index·a_strides] != 0, b[index·b_strides] != 0) as u8`
+/// over every index of `dims` in row-major order; `out` holds `Π dims`
+/// bytes. The layout rules and checks are those of [`compare_strided`].
+pub fn bool_strided(op: BoolOp, a: &[u8], b: &[u8], dims: &[usize], a_strides: &[usize], b_strides: &[usize], out: &mut [u8]) -> Result<(), KernelError> {
+    if check_layout(dims, [("a", a.len(), a_strides), ("b", b.len(), b_strides)], out.len())? == 0 {
+        return Ok(());
+    }
+    // One monomorphised loop per connective, each branch-free on bytes (`&`,
+    // `|`, `^` rather than short-circuiting operators) so the contiguous rows
+    // vectorise; comparing with 0 first makes any non-zero byte true.
+    match op {
+        BoolOp::And => compare_rows(a, b, dims, [a_strides, b_strides], out, |x, y| (x != 0) & (y != 0)),
+        BoolOp::Or => compare_rows(a, b, dims, [a_strides, b_strides], out, |x, y| (x | y) != 0),
+        BoolOp::Xor => compare_rows(a, b, dims, [a_strides, b_strides], out, |x, y| (x != 0) ^ (y != 0)),
+    }
+    Ok(())
+}
+
+/// `out[i] = (x[i] == 0) as u8`: logical not of bool bytes (any non-zero
+/// byte is true). `out` holds as many elements as `x`; the batch, if any,
+/// is in the length, as there is no geometry.
+pub fn not(x: &[u8], out: &mut [u8]) -> Result<(), KernelError> {
+    expect_len("output", out.len(), x.len())?;
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = u8::from(v == 0);
+    }
+    Ok(())
 }
 
 /// `out[index] = cond[index·strides[0]] != 0 ? x[index·strides[1]] :

@@ -1,10 +1,11 @@
-//! The mixed-dtype kernels (comparisons, `Where`, `Cast`, ArgMax/ArgMin,
-//! `OneHot`) over operands whose element type is known only at run time:
+//! The mixed-dtype kernels (comparisons, `Where`, the logical ops on
+//! bools, `Cast`, ArgMax/ArgMin, `OneHot`) over operands whose element type
+//! is known only at run time:
 //! one `match` per kernel on the operands' dtypes, shared by the plan
 //! executor and the compiled models' kernel table.
 
 use super::cast::cast as cast_elems;
-use super::logic::{compare_strided, where_strided, Compare};
+use super::logic::{bool_strided, compare_strided, not as not_bytes, where_strided, BoolOp, Compare};
 use super::one_hot::{one_hot as one_hot_elems, OneHot};
 use super::reduce::{arg_reduce as arg_reduce_elems, ArgReduce};
 use super::KernelError;
@@ -95,6 +96,23 @@ pub fn select(cond: Elems, x: Elems, y: Elems, dims: &[usize], strides: [&[usize
         (Elems::I32(a), Elems::I32(b), ElemsMut::I32(o)) => where_strided(c, a, b, dims, strides, o),
         (Elems::Bool(a), Elems::Bool(b), ElemsMut::Bool(o)) => where_strided(c, a, b, dims, strides, o),
         _ => Err(mismatch("Where")),
+    }
+}
+
+/// [`bool_strided`]: `And`/`Or`/`Xor` of two bool operands into bool bytes;
+/// any other dtype is an error rather than a reinterpretation of its bytes.
+pub fn logic(op: BoolOp, a: Elems, b: Elems, dims: &[usize], a_strides: &[usize], b_strides: &[usize], out: ElemsMut) -> Result<(), KernelError> {
+    match (a, b, out) {
+        (Elems::Bool(a), Elems::Bool(b), ElemsMut::Bool(o)) => bool_strided(op, a, b, dims, a_strides, b_strides, o),
+        _ => Err(mismatch("And/Or/Xor")),
+    }
+}
+
+/// Logical `Not` of a bool operand into bool bytes.
+pub fn not(x: Elems, out: ElemsMut) -> Result<(), KernelError> {
+    match (x, out) {
+        (Elems::Bool(x), ElemsMut::Bool(o)) => not_bytes(x, o),
+        _ => Err(mismatch("Not")),
     }
 }
 

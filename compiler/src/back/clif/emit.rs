@@ -286,7 +286,7 @@ impl<'a, 'm> FunctionWriter<'a, 'm> {
 
     /// `d2nn_rt_kernel(frame, index, rows, operands, count)`, then the status check.
     fn call_kernel(&mut self, fb: &mut FunctionBuilder, node: NodeId, call: &KernelCall, rows: Rows) -> Result<(), ClifError> {
-        let all: Vec<BufferId> = call.inputs.iter().copied().chain([call.output]).collect();
+        let all: Vec<BufferId> = call.inputs.iter().chain(&call.outputs).copied().collect();
         if all.len() > MAX_OPERANDS {
             return Err(self.node_err(node, format!("{} operands; at most {MAX_OPERANDS} are supported", all.len())));
         }

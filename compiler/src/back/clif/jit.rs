@@ -7,7 +7,12 @@ use crate::dynamic::Analysis;
 use crate::ir::Graph;
 use crate::plan::Program;
 use cranelift_jit::{JITBuilder, JITModule};
-use d2nn_runtime::abi::{Compiled, Model, ModelMeta};
+use super::meta::ExternalStep;
+use crate::ir::{Dim, NodeId, Symbol};
+use crate::plan::BufferId;
+use d2nn_runtime::abi::{Compiled, External, Model, ModelMeta};
+use d2nn_runtime::kernels::KernelError;
+use std::sync::Arc;
 use d2nn_runtime::ndarray::{ArrayD, ArrayViewD, IxDyn};
 use d2nn_runtime::trace::Trace;
 use d2nn_runtime::{DType, Tensor};
@@ -31,7 +36,7 @@ impl JitModel {
             builder.symbol(name, address);
         }
         let mut module = JITModule::new(builder);
-        let defined = define_model(&mut module, graph, program, analysis, "model")?;
+        let defined = define_model(&mut module, graph, program, analysis, "model", true)?;
         module.finalize_definitions()?;
         let compile_time = start.elapsed();
         let (record, _) = module.get_finalized_data(defined.compiled);
@@ -39,7 +44,8 @@ impl JitModel {
         // (ABI-version checked by `from_compiled`), its pointers relocated by
         // `finalize_definitions` to the meta, weights and code in `module`,
         // which lives as long as the model (see `Drop`).
-        let model = unsafe { Model::from_compiled(record as *const Compiled, threads.max(1)) }?;
+        let host: Option<Arc<dyn External>> = if defined.external.is_empty() { None } else { Some(Arc::new(Interpreter::new(program, &defined.external))) };
+        let model = unsafe { Model::from_compiled_with(record as *const Compiled, threads.max(1), host) }?;
         Ok(JitModel { model, module: Some(module), compile_time })
     }
 
@@ -173,6 +179,85 @@ fn tensor_bytes(t: &Tensor) -> Vec<u8> {
         Tensor::I64(a) => a.iter().flat_map(|v| v.to_le_bytes()).collect(),
         Tensor::I32(a) => a.iter().flat_map(|v| v.to_le_bytes()).collect(),
         Tensor::Bool(a) => a.iter().map(|&b| u8::from(b)).collect(),
+    }
+}
+
+/// The host of the JIT's external kernels: steps no runtime kernel covers,
+/// run by the interpreter on tensors made from the operands' bytes.
+struct Interpreter {
+    /// The program's graph (the nodes' ops and attributes).
+    graph: crate::ir::Graph,
+    /// The batch symbol, bound to the frame's rows.
+    batch: Option<Symbol>,
+    steps: HashMap<u32, Step>,
+}
+
+/// An external step with its operands' types and shapes.
+struct Step {
+    node: NodeId,
+    /// Per node input: absent, or its buffer's dtype and dims.
+    inputs: Vec<Option<(DType, Vec<Dim>)>>,
+    outputs: Vec<(String, DType, Vec<Dim>)>,
+}
+
+impl Interpreter {
+    fn new(program: &Program, external: &[ExternalStep]) -> Interpreter {
+        let buffer = |b: BufferId| (program.buffers[b].dtype, program.buffers[b].shape.clone());
+        let batch = program.buffers.iter().flat_map(|b| &b.shape).find_map(|d| match d {
+            Dim::Sym { sym, .. } => Some(*sym),
+            _ => None,
+        });
+        let steps = external
+            .iter()
+            .map(|e| {
+                let inputs = e.inputs.iter().map(|i| i.map(buffer)).collect();
+                let outputs = e.outputs.iter().map(|&b| (program.buffers[b].name.clone(), program.buffers[b].dtype, program.buffers[b].shape.clone())).collect();
+                (e.index, Step { node: e.node, inputs, outputs })
+            })
+            .collect();
+        Interpreter { graph: program.graph.clone(), batch, steps }
+    }
+}
+
+fn shape_at(dims: &[Dim], rows: usize) -> Vec<usize> {
+    dims.iter().map(|d| d.resolve(&|_| Some(rows)).unwrap_or(0)).collect()
+}
+
+impl External for Interpreter {
+    fn run(&self, kernel: u32, rows: usize, inputs: &[(DType, &[u8])], outputs: &mut [(DType, &mut [u8])]) -> Result<(), KernelError> {
+        let fail = |reason: String| KernelError::Geometry(reason);
+        let step = self.steps.get(&kernel).ok_or_else(|| fail(format!("kernel {kernel} is not an interpreter step")))?;
+        let mut given = inputs.iter();
+        let mut tensors: Vec<Option<Tensor>> = Vec::with_capacity(step.inputs.len());
+        for input in &step.inputs {
+            let Some((dtype, dims)) = input else {
+                tensors.push(None);
+                continue;
+            };
+            let (_, bytes) = given.next().ok_or_else(|| fail("fewer operands than the node's inputs".into()))?;
+            let shape = shape_at(dims, rows);
+            let t = match dtype {
+                DType::F32 => Tensor::from_f32(&shape, elements(bytes)),
+                DType::I64 => Tensor::from_i64(&shape, elements(bytes)),
+                DType::I32 => Tensor::from_i32(&shape, elements(bytes)),
+                DType::Bool => Tensor::from_bool(&shape, bytes.iter().map(|&b| b != 0).collect()),
+            };
+            tensors.push(Some(t.map_err(|e| fail(e.to_string()))?));
+        }
+        let bindings: HashMap<Symbol, usize> = self.batch.map(|s| (s, rows)).into_iter().collect();
+        let results = crate::interp::eval_node(&self.graph, step.node, tensors.iter().map(Option::as_ref).collect(), &bindings).map_err(fail)?;
+        for ((t, (name, dtype, dims)), (_, out)) in results.iter().zip(&step.outputs).zip(outputs.iter_mut()) {
+            let shape = shape_at(dims, rows);
+            if t.dtype() != *dtype || t.shape() != shape.as_slice() {
+                return Err(fail(format!("computed {}{:?} for `{name}`, the plan expects {dtype}{shape:?}", t.dtype(), t.shape())));
+            }
+            let bytes = tensor_bytes(t);
+            if bytes.len() != out.len() {
+                return Err(fail(format!("`{name}` needs {} bytes, its buffer holds {}", bytes.len(), out.len())));
+            }
+            out.copy_from_slice(&bytes);
+        }
+        Ok(())
     }
 }
 

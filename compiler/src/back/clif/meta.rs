@@ -19,7 +19,18 @@ use std::collections::HashMap;
 pub struct KernelCall {
     pub index: u32,
     pub inputs: Vec<BufferId>,
-    pub output: BufferId,
+    pub outputs: Vec<BufferId>,
+}
+
+/// A step left to the interpreter (`Kernel::Reference`), compiled as an
+/// external kernel the JIT's host runs.
+#[derive(Clone, Debug)]
+pub struct ExternalStep {
+    pub index: u32,
+    pub node: NodeId,
+    /// The node's inputs (absent optional ones as `None`); the call passes the present ones.
+    pub inputs: Vec<Option<BufferId>>,
+    pub outputs: Vec<BufferId>,
 }
 
 /// Collects the kernel table, the constants and the weights file.
@@ -31,6 +42,10 @@ pub struct MetaBuilder<'a> {
     /// Weights-table index of each constant in the frame's constant table.
     pub consts: Vec<u32>,
     const_slot: HashMap<BufferId, u32>,
+    /// Whether `Kernel::Reference` steps become external kernels (the JIT)
+    /// rather than errors (object files, which have no interpreter).
+    allow_external: bool,
+    pub external: Vec<ExternalStep>,
 }
 
 fn bytes_of(t: &Tensor) -> Vec<u8> {
@@ -47,8 +62,8 @@ fn index(i: usize) -> u32 {
 }
 
 impl<'a> MetaBuilder<'a> {
-    pub fn new(graph: &'a Graph, p: &'a Program) -> Self {
-        MetaBuilder { graph, p, weights: WeightsWriter::new(), kernels: Vec::new(), consts: Vec::new(), const_slot: HashMap::new() }
+    pub fn new(graph: &'a Graph, p: &'a Program, allow_external: bool) -> Self {
+        MetaBuilder { graph, p, weights: WeightsWriter::new(), kernels: Vec::new(), consts: Vec::new(), const_slot: HashMap::new(), allow_external, external: Vec::new() }
     }
 
     fn node_err(&self, node: NodeId, reason: impl Into<String>) -> ClifError {
@@ -111,7 +126,7 @@ impl<'a> MetaBuilder<'a> {
         let name = p.graph.nodes[node].name.clone();
         let single = |me: &mut Self, desc: KernelDesc, ins: Vec<BufferId>| -> Vec<KernelCall> {
             let index = me.push_kernel(node, desc);
-            vec![KernelCall { index, inputs: ins, output: out }]
+            vec![KernelCall { index, inputs: ins, outputs: vec![out] }]
         };
         let with_residual = |residual: bool| -> Result<Vec<BufferId>, ClifError> {
             let mut ins = vec![operand(0)?];
@@ -122,7 +137,14 @@ impl<'a> MetaBuilder<'a> {
         };
         let dims = |d: &[Dim]| -> Result<Vec<compiled::Dim>, ClifError> { d.iter().map(|d| iter_dim(d).ok_or_else(|| node_err(p, node, "a dim of its iteration space is unknown"))).collect() };
         Ok(match kernel {
-            Kernel::Reference => return Err(self.node_err(node, "no runtime kernel covers it with these operand types or attributes (the plan executor falls back to the interpreter here)")),
+            // The logical ops on bools have no kernel in the ABI's table yet:
+            // until they do, the JIT runs them like a reference step.
+            Kernel::Reference | Kernel::Logic(_) | Kernel::Not if self.allow_external => {
+                let index = self.push_kernel(node, KernelDesc::External { outputs: index(outputs.len()) });
+                self.external.push(ExternalStep { index, node, inputs: inputs.to_vec(), outputs: outputs.to_vec() });
+                vec![KernelCall { index, inputs: inputs.iter().flatten().copied().collect(), outputs: outputs.to_vec() }]
+            }
+            Kernel::Reference | Kernel::Logic(_) | Kernel::Not => return Err(self.node_err(node, "no runtime kernel covers it with these operand types or attributes (the JIT and the plan executor run the interpreter's kernel here; an object file has no interpreter)")),
             Kernel::Copy => return Err(self.node_err(node, "a copy is emitted inline, not called")),
             Kernel::Unary(op) => single(self, KernelDesc::Unary(*op), vec![operand(0)?]),
             Kernel::Binary(b) => {
@@ -185,7 +207,7 @@ impl<'a> MetaBuilder<'a> {
                 let mut calls = Vec::new();
                 for (piece, &o) in outputs.iter().enumerate() {
                     let index = self.push_kernel(node, KernelDesc::Split { dtype: dtype_of(o), rows: rows.clone(), piece });
-                    calls.push(KernelCall { index, inputs: vec![x], output: o });
+                    calls.push(KernelCall { index, inputs: vec![x], outputs: vec![o] });
                 }
                 calls
             }

@@ -14,7 +14,7 @@
 mod emit;
 pub mod header;
 mod jit;
-mod meta;
+pub(crate) mod meta;
 pub mod object;
 mod simd;
 
@@ -73,6 +73,8 @@ pub struct Defined {
     pub compiled: DataId,
     pub run: FuncId,
     pub meta: ModelMeta,
+    /// The steps compiled as external kernels (only with `allow_external`).
+    pub external: Vec<meta::ExternalStep>,
 }
 
 /// Checks that `name` can prefix C symbols.
@@ -87,7 +89,9 @@ pub fn check_name(name: &str) -> Result<(), ClifError> {
 
 /// Translates `program` (lowered from `graph`, whose constants hold the
 /// weights packed into kernels) into `module` under the symbol prefix `name`.
-pub fn define_model<M: Module>(module: &mut M, graph: &Graph, program: &Program, analysis: &Analysis, name: &str) -> Result<Defined, ClifError> {
+/// With `allow_external`, steps only the interpreter covers become external
+/// kernels the loader must host (the JIT); without, they are errors.
+pub fn define_model<M: Module>(module: &mut M, graph: &Graph, program: &Program, analysis: &Analysis, name: &str, allow_external: bool) -> Result<Defined, ClifError> {
     check_name(name)?;
     let ptr = module.target_config().pointer_type();
     if ptr != types::I64 {
@@ -106,7 +110,7 @@ pub fn define_model<M: Module>(module: &mut M, graph: &Graph, program: &Program,
     let trace_id = module.declare_function("d2nn_rt_trace_enter", Linkage::Import, &trace_sig)?;
     let run_id = module.declare_function(&format!("{name}_run"), Linkage::Local, &run_sig)?;
 
-    let mut meta = meta::MetaBuilder::new(graph, program);
+    let mut meta = meta::MetaBuilder::new(graph, program, allow_external);
     let mut ctx = module.make_context();
     ctx.func.signature = run_sig;
     let mut fbc = FunctionBuilderContext::new();
@@ -152,7 +156,7 @@ pub fn define_model<M: Module>(module: &mut M, graph: &Graph, program: &Program,
     let run_ref = module.declare_func_in_data(run_id, &mut d);
     d.write_function_addr(compiled_layout::RUN, run_ref);
     module.define_data(compiled, &d)?;
-    Ok(Defined { compiled, run: run_id, meta: model_meta })
+    Ok(Defined { compiled, run: run_id, meta: model_meta, external: meta.external })
 }
 
 /// Loads, optimises and lowers the model at `path` with `fixes` baked in:

@@ -21,7 +21,7 @@ pub fn emit(graph: &Graph, program: &Program, analysis: &Analysis, name: &str) -
     super::check_name(name)?;
     let builder = ObjectBuilder::new(host_isa(true)?, name.to_string(), cranelift_module::default_libcall_names())?;
     let mut module = ObjectModule::new(builder);
-    let defined = define_model(&mut module, graph, program, analysis, name)?;
+    let defined = define_model(&mut module, graph, program, analysis, name, false)?;
     let product = module.finish();
     let bytes = product.emit().map_err(|e| ClifError::Codegen(e.to_string()))?;
     Ok(Object { bytes, meta: defined.meta })

@@ -690,6 +690,17 @@ impl<'a> Writer<'a> {
                 let ins = [(c, quote!(u8)), (a, ty.clone()), (b, ty.clone())];
                 self.io(&ins, (out, ty), quote!(logic::where_strided(x0, x1, x2, &[#(#dims),*], [&#sc, &#sa, &#sb], y)#at;))?
             }
+            Kernel::Logic(k) => {
+                // The op is spelled through the `logic` module the generated
+                // code already imports, so models without logical ops keep
+                // their exact imports.
+                let op = tokens::enum_value("logic::BoolOp", &k.op);
+                let dims = k.dims.iter().map(dim_expr);
+                let (sa, sb) = (usize_array(&k.a_strides), usize_array(&k.b_strides));
+                let ins = [(operand(0)?, quote!(u8)), (operand(1)?, quote!(u8))];
+                self.io(&ins, (out, quote!(u8)), quote!(logic::bool_strided(#op, x0, x1, &[#(#dims),*], &#sa, &#sb, y)#at;))?
+            }
+            Kernel::Not => self.io(&[(operand(0)?, quote!(u8))], (out, quote!(u8)), quote!(logic::not(x0, y)#at;))?,
             Kernel::Cast { from, to } => {
                 let x = operand(0)?;
                 self.io(&[(x, elem_ty(*from))], (out, elem_ty(*to)), quote!(cast::cast(x0, y)#at;))?

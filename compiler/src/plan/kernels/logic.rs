@@ -1,14 +1,15 @@
 //! Selection of the exact kernels of control logic: broadcasting
 //! comparisons (f32, i64 or i32 operands of one dtype, or bool for
-//! `Equal`), `Where` (bool condition, any data dtype) — both with the
-//! strided layout of the binary ops, so the batch may be in the iteration
-//! dims but never in a stride — and `Cast` between f32, i64, i32 and bool.
+//! `Equal`), `Where` (bool condition, any data dtype) and the logical
+//! `And`/`Or`/`Xor` (bool operands) — all with the strided layout of the
+//! binary ops, so the batch may be in the iteration dims but never in a
+//! stride — `Not` of a bool, and `Cast` between f32, i64, i32 and bool.
 
 use super::elementwise::strided_layout;
 use super::shape;
 use crate::ir::{BinaryOp, Graph, NodeId};
-use crate::plan::{CompareKernel, Kernel, WhereKernel};
-use d2nn_runtime::kernels::logic::Compare;
+use crate::plan::{CompareKernel, Kernel, LogicKernel, WhereKernel};
+use d2nn_runtime::kernels::logic::{BoolOp, Compare};
 use d2nn_runtime::DType;
 
 /// The node's only output, when it has this dtype.
@@ -38,6 +39,33 @@ pub(super) fn compare(graph: &Graph, node: NodeId, op: BinaryOp) -> Option<Kerne
     }
     let (dims, [a_strides, b_strides]) = strided_layout([shape(graph, a), shape(graph, b)], shape(graph, out))?;
     Some(Kernel::Compare(CompareKernel { op, dims, a_strides, b_strides }))
+}
+
+/// `And`, `Or` or `Xor` of two bool operands, broadcasting under the same
+/// conditions as [`compare`] (batch-independent strides). Anything else
+/// (the reference rejects non-bool operands) stays with the reference.
+pub(super) fn logic(graph: &Graph, node: NodeId, op: BinaryOp) -> Option<Kernel> {
+    let op = match op {
+        BinaryOp::And => BoolOp::And,
+        BinaryOp::Or => BoolOp::Or,
+        BinaryOp::Xor => BoolOp::Xor,
+        _ => return None,
+    };
+    let n = &graph.nodes[node];
+    let (a, b, out) = (n.input(0)?, n.input(1)?, output_of(graph, node, DType::Bool)?);
+    if graph.values[a].ty.dtype != DType::Bool || graph.values[b].ty.dtype != DType::Bool {
+        return None;
+    }
+    let (dims, [a_strides, b_strides]) = strided_layout([shape(graph, a), shape(graph, b)], shape(graph, out))?;
+    Some(Kernel::Logic(LogicKernel { op, dims, a_strides, b_strides }))
+}
+
+/// `Not` of a bool operand into a bool output of the same shape: one pass
+/// over the bytes, whose count carries the batch.
+pub(super) fn not(graph: &Graph, node: NodeId) -> Option<Kernel> {
+    let x = graph.nodes[node].input(0)?;
+    let out = output_of(graph, node, DType::Bool)?;
+    (graph.values[x].ty.dtype == DType::Bool && shape(graph, x) == shape(graph, out)).then_some(Kernel::Not)
 }
 
 pub(super) fn where_(graph: &Graph, node: NodeId) -> Option<Kernel> {

@@ -7,14 +7,16 @@
 //! constants in place, arena buffers through one checked split of the arena.
 //!
 //! Every fast kernel but data movement and control logic (comparisons,
-//! `Where`, `Cast`, `OneHot`, arg-reductions) is f32-only, and each needs its
-//! geometry known at lowering time except for the batch: the batch may only
-//! scale the outermost count a kernel derives from its slice lengths (planes
-//! of a pool, rows of a softmax or reduction, blocks of a transpose), or, for
+//! `Where`, `And`/`Or`/`Xor`/`Not` on bools, `Cast`, `OneHot`,
+//! arg-reductions) is f32-only, and each needs its geometry known at
+//! lowering time except for the batch: the batch may only scale the
+//! outermost count a kernel derives from its slice lengths (planes of a
+//! pool, rows of a softmax or reduction, blocks of a transpose), or, for
 //! binary ops, iteration dims that the executor resolves per call while the
 //! strides stay batch-independent. Per-family rules are in [`elementwise`],
-//! [`logic`] (comparisons, Where, Cast), [`pool`], [`softmax`], [`reduce`]
-//! (also ArgMax/ArgMin and OneHot), [`norm`] (batch and layer norm),
+//! [`logic`] (comparisons, Where, the logical ops, Cast), [`pool`],
+//! [`softmax`], [`reduce`] (also ArgMax/ArgMin and OneHot), [`norm`] (batch
+//! and layer norm),
 //! [`dense`] (convolutions and fully connected layers), [`conv_transpose`]
 //! and [`shape`] (Transpose, Slice, Concat, Split, Gather and Pad, for every
 //! dtype).
@@ -30,7 +32,7 @@ mod shape;
 mod softmax;
 
 use super::Kernel;
-use crate::ir::{Dim, Graph, NodeId, Op, PadMode, ValueId};
+use crate::ir::{BinaryOp, Dim, Graph, NodeId, Op, PadMode, UnaryOp, ValueId};
 use d2nn_runtime::DType;
 
 /// The kernel for `node`.
@@ -43,8 +45,10 @@ pub(super) fn choose(graph: &Graph, node: NodeId) -> Kernel {
         {
             return Kernel::Copy
         }
+        Op::Unary(UnaryOp::Not) => logic::not(graph, node),
         Op::Unary(op) => elementwise::unary(graph, node, *op),
         Op::Clip => elementwise::clip(graph, node),
+        Op::Binary(op @ (BinaryOp::And | BinaryOp::Or | BinaryOp::Xor)) => logic::logic(graph, node, *op),
         Op::Binary(op) if op.is_comparison() => logic::compare(graph, node, *op),
         Op::Binary(op) => elementwise::binary(graph, node, *op),
         Op::Where => logic::where_(graph, node),

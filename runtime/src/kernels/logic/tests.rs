@@ -1,5 +1,6 @@
-//! Comparisons and Where against the definition: each operand indexed by
-//! the output index reduced modulo its own (right-aligned) dims.
+//! Comparisons, Where and the logical ops against the definition: each
+//! operand indexed by the output index reduced modulo its own
+//! (right-aligned) dims.
 
 use super::*;
 use crate::kernels::elementwise::BroadcastLayout;
@@ -69,6 +70,33 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 
 const OPS: [Compare; 5] = [Compare::Greater, Compare::Less, Compare::GreaterOrEqual, Compare::LessOrEqual, Compare::Equal];
 
+const BOOL_OPS: [BoolOp; 3] = [BoolOp::And, BoolOp::Or, BoolOp::Xor];
+
+/// Bool bytes, mostly 0/1 but sometimes another non-zero byte, which must
+/// count as true.
+fn bool_bytes(n: usize, seed: u64) -> Vec<u8> {
+    (0..n as u64)
+        .map(|i| {
+            let h = (i ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+            match h % 9 {
+                0 => 2,
+                1 => 255,
+                k => u8::from(k % 2 == 0),
+            }
+        })
+        .collect()
+}
+
+/// The connective written out on truth values, independently of `BoolOp::apply`.
+fn naive(op: BoolOp, x: u8, y: u8) -> u8 {
+    let (p, q) = (x != 0, y != 0);
+    u8::from(match op {
+        BoolOp::And => p && q,
+        BoolOp::Or => p || q,
+        BoolOp::Xor => p != q,
+    })
+}
+
 proptest! {
     #[test]
     fn compare_matches_the_definition(shapes in broadcastable(2), op in prop::sample::select(OPS.to_vec()), seed in any::<u64>(), coalesce in any::<bool>()) {
@@ -108,6 +136,85 @@ proptest! {
             prop_assert_eq!(g, want, "element {} of {:?}", i, out);
         }
     }
+}
+
+proptest! {
+    #[test]
+    fn bool_ops_match_the_definition(shapes in broadcastable(2), op in prop::sample::select(BOOL_OPS.to_vec()), seed in any::<u64>(), coalesce in any::<bool>()) {
+        let out = out_shape(&shapes);
+        let (a, b) = (bool_bytes(shapes[0].iter().product(), seed), bool_bytes(shapes[1].iter().product(), !seed));
+        let total: usize = out.iter().product();
+        // Both the merged layout the plan computes and the plain per-axis one.
+        let layout = if coalesce {
+            BroadcastLayout::new(&shapes[0], &shapes[1]).unwrap()
+        } else {
+            BroadcastLayout { dims: out.clone(), a_strides: strides(&shapes[0], &out), b_strides: strides(&shapes[1], &out) }
+        };
+        let mut got = vec![7u8; total];
+        bool_strided(op, &a, &b, &layout.dims, &layout.a_strides, &layout.b_strides, &mut got).unwrap();
+        for (i, &g) in got.iter().enumerate() {
+            let (x, y) = (a[source(i, &out, &shapes[0])], b[source(i, &out, &shapes[1])]);
+            prop_assert_eq!(g, naive(op, x, y), "element {} of {:?}: {} {:?} {}", i, out, x, op, y);
+        }
+    }
+
+    #[test]
+    fn not_matches_the_definition(n in 0usize..200, seed in any::<u64>()) {
+        let x = bool_bytes(n, seed);
+        let mut got = vec![7u8; n];
+        not(&x, &mut got).unwrap();
+        for (i, (&g, &v)) in got.iter().zip(&x).enumerate() {
+            prop_assert_eq!(g, u8::from(v == 0), "element {}", i);
+        }
+    }
+}
+
+#[test]
+fn bool_op_truth_tables() {
+    let (a, b) = ([0u8, 0, 1, 1], [0u8, 1, 0, 1]);
+    let mut out = [9u8; 4];
+    for (op, want) in [(BoolOp::And, [0, 0, 0, 1]), (BoolOp::Or, [0, 1, 1, 1]), (BoolOp::Xor, [0, 1, 1, 0])] {
+        bool_strided(op, &a, &b, &[4], &[1], &[1], &mut out).unwrap();
+        assert_eq!(out, want, "{op:?}");
+        for (i, &w) in want.iter().enumerate() {
+            assert_eq!(u8::from(op.apply(a[i] != 0, b[i] != 0)), w, "{op:?}.apply, element {i}");
+        }
+    }
+    let mut negated = [9u8; 4];
+    not(&[0, 1, 2, 255], &mut negated).unwrap();
+    assert_eq!(negated, [1, 0, 0, 0]);
+}
+
+#[test]
+fn bool_ops_broadcast_scalars_rows_and_columns() {
+    let mut out = [9u8];
+    bool_strided(BoolOp::Xor, &[1], &[0], &[], &[], &[], &mut out).unwrap();
+    assert_eq!(out, [1]);
+    // [2, 3] And a [3] row: the row's stride 0 along the outer axis.
+    let mut grid = [9u8; 6];
+    bool_strided(BoolOp::And, &[1, 1, 0, 0, 1, 1], &[1, 0, 1], &[2, 3], &[3, 1], &[0, 1], &mut grid).unwrap();
+    assert_eq!(grid, [1, 0, 0, 0, 0, 1]);
+    // A [2, 1] column Or a [3] row.
+    bool_strided(BoolOp::Or, &[0, 1], &[0, 0, 1], &[2, 3], &[1, 0], &[0, 1], &mut grid).unwrap();
+    assert_eq!(grid, [0, 0, 1, 1, 1, 1]);
+    // A scalar against a row, either side.
+    bool_strided(BoolOp::Xor, &[1], &[0, 1, 0], &[3], &[0], &[1], &mut grid[..3]).unwrap();
+    assert_eq!(grid[..3], [1, 0, 1]);
+    bool_strided(BoolOp::And, &[0, 3, 1], &[7], &[3], &[1], &[0], &mut grid[..3]).unwrap();
+    assert_eq!(grid[..3], [0, 1, 1]);
+}
+
+#[test]
+fn empty_bool_tensors_and_bad_layouts() {
+    // Empty outputs read nothing, whatever the operands hold.
+    assert!(bool_strided(BoolOp::And, &[], &[], &[0, 3], &[3, 1], &[3, 1], &mut []).is_ok());
+    assert!(bool_strided(BoolOp::Or, &[], &[1, 0, 1], &[0, 3], &[3, 1], &[0, 1], &mut []).is_ok());
+    assert!(not(&[], &mut []).is_ok());
+    let mut out = [0u8; 4];
+    assert!(bool_strided(BoolOp::Or, &[0; 3], &[0; 4], &[4], &[1], &[1], &mut out).is_err());
+    assert!(bool_strided(BoolOp::Or, &[0; 4], &[0; 4], &[4], &[1], &[1, 1], &mut out).is_err());
+    assert!(bool_strided(BoolOp::Xor, &[0; 4], &[0; 4], &[2, 2], &[2, 1], &[2, 1], &mut out[..3]).is_err());
+    assert!(not(&[0; 3], &mut out).is_err());
 }
 
 #[test]
