@@ -1,4 +1,5 @@
-//! `d2nnc compile`: write a model as a Rust crate (the Rust back end).
+//! `d2nnc compile`: write a model as a Rust crate (the Rust back end), or as
+//! an object file with a C header (the Cranelift back end).
 
 use d2nnc::back::rust::krate::{crate_name, write_crate, RuntimeDep};
 use d2nnc::back::rust::{compile_file, format_module, Options, WeightsPath};
@@ -14,6 +15,65 @@ pub struct CompileOptions {
     pub runtime_version: Option<String>,
     /// Join the enclosing Cargo workspace instead of declaring one.
     pub member: bool,
+}
+
+/// The form `d2nnc compile` writes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Emit {
+    /// A Rust crate depending on d2nn-runtime.
+    Crate,
+    /// NAME.o, NAME.h and README.md, for C and C++ programs.
+    Object,
+}
+
+/// The model's name from its file (`…/resnet/model.onnx` → `resnet`).
+fn model_stem(model: &Path) -> Option<String> {
+    model.file_stem().and_then(|s| s.to_str()).filter(|s| *s != "model").map(str::to_string).or_else(|| model.canonicalize().ok()?.parent()?.file_name()?.to_str().map(str::to_string))
+}
+
+/// `--emit object`: compiles with Cranelift into `DIR/NAME.o`, `NAME.h`, `README.md`.
+pub fn compile_object(model: &Path, options: &CompileOptions) -> Result<(), Error> {
+    if options.runtime_path.is_some() || options.runtime_version.is_some() || options.member {
+        return Err(Error::Usage("--runtime-path, --runtime-version and --member describe a Rust crate; an object file links the runtime's static library (see the README it comes with)".into()));
+    }
+    let name = match &options.name {
+        Some(n) => {
+            d2nnc::back::clif::check_name(n)?;
+            n.clone()
+        }
+        None => crate_name(model_stem(model).as_deref().unwrap_or("model")).replace('-', "_"),
+    };
+    let dir = options.output.clone().unwrap_or_else(|| PathBuf::from(&name));
+    let (graph, program, analysis) = d2nnc::back::clif::lower_file(model, &options.fixes)?;
+    let object = d2nnc::back::clif::object::emit(&graph, &program, &analysis, &name)?;
+    let source = model.file_name().and_then(|s| s.to_str()).unwrap_or("model.onnx").to_string();
+    let written = d2nnc::back::clif::object::write(&dir, &name, &source, &object)?;
+    println!("wrote {} ({:.1} MB, weights inside) and its C header to {}", written[0].file_name().and_then(|f| f.to_str()).unwrap_or("?"), object.bytes.len() as f64 / 1e6, dir.display());
+    let meta = &object.meta;
+    for p in &meta.inputs {
+        println!("  input  {}: {} {}", p.name, p.dtype, dims_text(&p.dims));
+    }
+    for p in &meta.outputs {
+        println!("  output {}: {} {}", p.name, p.dtype, dims_text(&p.dims));
+    }
+    if !meta.trace.regions.is_empty() {
+        println!("  {} guarded regions, knobs: {}", meta.trace.regions.len(), if meta.knobs.is_empty() { "none".to_string() } else { meta.knobs.iter().map(|k| k.name.clone()).collect::<Vec<_>>().join(", ") });
+    }
+    println!("see {} for the link line", dir.join("README.md").display());
+    Ok(())
+}
+
+/// `[N, 3, 16, 16]`: `N` for the batch (`2N` for twice it).
+fn dims_text(dims: &[d2nn_runtime::compiled::Dim]) -> String {
+    let parts: Vec<String> = dims
+        .iter()
+        .map(|d| match d {
+            d2nn_runtime::compiled::Dim::Known(k) => k.to_string(),
+            d2nn_runtime::compiled::Dim::Batch(1) => "N".into(),
+            d2nn_runtime::compiled::Dim::Batch(f) => format!("{f}N"),
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
 }
 
 pub fn compile(model: &Path, options: &CompileOptions) -> Result<(), Error> {

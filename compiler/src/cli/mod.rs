@@ -65,13 +65,19 @@ pub enum Command {
         #[arg(long = "fix", value_name = "NAME=VALUE", value_parser = knobs::parse_knob)]
         fixes: Vec<(String, f32)>,
     },
-    /// Compile a model into a Rust crate (Cargo.toml, src/lib.rs, weights.bin, README, examples/run_npy.rs).
+    /// Compile a model into a Rust crate (Cargo.toml, src/lib.rs, weights.bin, README,
+    /// examples/run_npy.rs), or with `--emit object` into an object file and C header.
     Compile {
         model: PathBuf,
+        /// What to write: a Rust crate, or (Cranelift) NAME.o with the
+        /// weights inside, NAME.h (the C API) and a README on linking them
+        /// with the runtime's static library.
+        #[arg(long, value_enum, default_value_t = compile::Emit::Crate)]
+        emit: compile::Emit,
         /// Directory to write the crate to [default: ./NAME].
         #[arg(long, short = 'o', value_name = "DIR")]
         output: Option<PathBuf>,
-        /// Crate name [default: from the model's file name].
+        /// Crate name, or the C symbol prefix with `--emit object` [default: from the model's file name].
         #[arg(long)]
         name: Option<String>,
         /// Bake a knob's value into the model, letting static pruning act.
@@ -130,8 +136,12 @@ pub fn dispatch(cli: Cli) -> Result<(), d2nnc::Error> {
         }
         Command::Inspect { model, batch, ir, plan, fixes } => inspect::inspect(&model, batch, ir, plan, &fixes),
         Command::Bench(args) => bench::bench(&args),
-        Command::Compile { model, output, name, fixes, runtime_path, runtime_version, member } => {
-            compile::compile(&model, &compile::CompileOptions { output, name, fixes, runtime_path, runtime_version, member })
+        Command::Compile { model, emit, output, name, fixes, runtime_path, runtime_version, member } => {
+            let options = compile::CompileOptions { output, name, fixes, runtime_path, runtime_version, member };
+            match emit {
+                compile::Emit::Crate => compile::compile(&model, &options),
+                compile::Emit::Object => compile::compile_object(&model, &options),
+            }
         }
     }
 }
