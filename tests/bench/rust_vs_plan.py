@@ -65,7 +65,7 @@ def main():
         for _ in range(args.rounds):
             out = run([exe, "--input", f"{input_name}={ROOT / data}", "--output-dir", WORK / "out", "--threads", str(args.threads), "--iters", str(args.iters)])
             gen.append(float(re.search(r"time: median ([0-9.]+) ms", out).group(1)))
-            out = run([D2NNC, "bench", ROOT / model, "--input", f"{input_name}={ROOT / data}", "--threads", str(args.threads), "--iters", str(args.iters), "--json"])
+            out = run([D2NNC, "bench", ROOT / model, "--backend", "plan", "--input", f"{input_name}={ROOT / data}", "--threads", str(args.threads), "--iters", str(args.iters), "--json"])
             plan.append(json.loads(out.strip().splitlines()[-1])["median_ms"])
         g, p = statistics.median(gen), statistics.median(plan)
         ratios = [b / a for a, b in zip(gen, plan)]

@@ -118,52 +118,121 @@ impl JitModel {
         Ok(outputs)
     }
 
-    /// Runs the model on named tensors of any dtype; returns the outputs in graph order.
+    /// Runs the model on named tensors of any dtype; returns the outputs in
+    /// graph order. Contiguous numeric inputs are read in place.
     pub fn run_tensors(&mut self, inputs: &HashMap<String, Tensor>) -> Result<Vec<Tensor>, ClifError> {
-        let meta = self.model.meta().clone();
-        let mut owned: Vec<Vec<u64>> = Vec::with_capacity(meta.inputs.len());
-        let mut lens = Vec::with_capacity(meta.inputs.len());
+        let input_err = |name: &str, reason: String| ClifError::Runtime(d2nn_runtime::abi::ModelError::Input { name: name.to_string(), reason });
+        let meta = self.model.meta();
+        let mut views: Vec<InputBytes> = Vec::with_capacity(meta.inputs.len());
         for port in &meta.inputs {
-            let t = inputs.get(&port.name).ok_or_else(|| ClifError::Runtime(d2nn_runtime::abi::ModelError::Input { name: port.name.clone(), reason: "is missing".into() }))?;
+            let t = inputs.get(&port.name).ok_or_else(|| input_err(&port.name, "is missing".into()))?;
             if t.dtype() != port.dtype {
-                return Err(ClifError::Runtime(d2nn_runtime::abi::ModelError::Input { name: port.name.clone(), reason: format!("is {}, the model expects {}", t.dtype(), port.dtype) }));
+                return Err(input_err(&port.name, format!("is {}, the model expects {}", t.dtype(), port.dtype)));
             }
-            let bytes = tensor_bytes(t);
-            lens.push(bytes.len());
-            let mut words = vec![0u64; bytes.len().div_ceil(8).max(1)];
-            bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
-            owned.push(words);
+            views.push(InputBytes::of(t));
         }
-        let views: Vec<&[u8]> = owned.iter().zip(&lens).map(|(w, &n)| &bytemuck::cast_slice::<u64, u8>(w)[..n]).collect();
-        let batch = self.model.batch_of(&lens)?;
-        for (port, t) in meta.inputs.iter().zip(meta.inputs.iter().map(|p| &inputs[&p.name])) {
+        let sizes: Vec<usize> = views.iter().map(|v| v.bytes().len()).collect();
+        let batch = self.model.batch_of(&sizes)?;
+        for (port, v) in meta.inputs.iter().zip(&views) {
             let expected: Vec<usize> = port.dims.iter().map(|d| d.at(batch)).collect();
-            if t.shape() != expected.as_slice() {
-                return Err(ClifError::Runtime(d2nn_runtime::abi::ModelError::Input { name: port.name.clone(), reason: format!("shape {:?}, the model expects {expected:?} at batch {batch}", t.shape()) }));
+            if v.shape() != expected.as_slice() {
+                return Err(input_err(&port.name, format!("shape {:?}, the model expects {expected:?} at batch {batch}", v.shape())));
             }
         }
-        let shapes: Vec<Vec<usize>> = meta.outputs.iter().map(|p| p.dims.iter().map(|d| d.at(batch)).collect()).collect();
-        let mut out_words: Vec<Vec<u64>> = meta.outputs.iter().zip(&shapes).map(|(p, s)| vec![0u64; (s.iter().product::<usize>() * p.dtype.size_of()).div_ceil(8).max(1)]).collect();
-        {
-            let mut outs: Vec<&mut [u8]> = out_words.iter_mut().zip(meta.outputs.iter().zip(&shapes)).map(|(w, (p, s))| &mut bytemuck::cast_slice_mut::<u64, u8>(w)[..s.iter().product::<usize>() * p.dtype.size_of()]).collect();
-            self.model.run(&views, &mut outs)?;
-        }
-        meta.outputs
+        let mut outputs: Vec<(Vec<usize>, OutputBuf)> = meta
+            .outputs
             .iter()
-            .zip(&shapes)
-            .zip(&out_words)
-            .map(|((p, s), w)| {
-                let n: usize = s.iter().product();
-                let bytes = &bytemuck::cast_slice::<u64, u8>(w)[..n * p.dtype.size_of()];
-                let t = match p.dtype {
-                    DType::F32 => Tensor::from_f32(s, elements(bytes)),
-                    DType::I64 => Tensor::from_i64(s, elements(bytes)),
-                    DType::I32 => Tensor::from_i32(s, elements(bytes)),
-                    DType::Bool => Tensor::from_bool(s, bytes.iter().map(|&b| b != 0).collect()),
+            .map(|p| {
+                let shape: Vec<usize> = p.dims.iter().map(|d| d.at(batch)).collect();
+                let n = shape.iter().product();
+                let buf = match p.dtype {
+                    DType::F32 => OutputBuf::F32(vec![0.0; n]),
+                    DType::I64 => OutputBuf::I64(vec![0; n]),
+                    DType::I32 => OutputBuf::I32(vec![0; n]),
+                    DType::Bool => OutputBuf::Bool(vec![0; n]),
                 };
-                t.map_err(|e| ClifError::Value { what: "output", name: p.name.clone(), reason: e.to_string() })
+                (shape, buf)
+            })
+            .collect();
+        {
+            let ins: Vec<&[u8]> = views.iter().map(InputBytes::bytes).collect();
+            let mut outs: Vec<&mut [u8]> = outputs.iter_mut().map(|(_, b)| b.bytes_mut()).collect();
+            self.model.run(&ins, &mut outs)?;
+        }
+        let names: Vec<String> = self.model.meta().outputs.iter().map(|p| p.name.clone()).collect();
+        outputs
+            .into_iter()
+            .zip(names)
+            .map(|((shape, buf), name)| {
+                let t = match buf {
+                    OutputBuf::F32(v) => Tensor::from_f32(&shape, v),
+                    OutputBuf::I64(v) => Tensor::from_i64(&shape, v),
+                    OutputBuf::I32(v) => Tensor::from_i32(&shape, v),
+                    OutputBuf::Bool(v) => Tensor::from_bool(&shape, v.into_iter().map(|b| b != 0).collect()),
+                };
+                t.map_err(|e| ClifError::Value { what: "output", name, reason: e.to_string() })
             })
             .collect()
+    }
+}
+
+/// An input's elements as bytes: borrowed from a contiguous numeric
+/// tensor, or copied (bool, or a non-standard layout).
+enum InputBytes<'a> {
+    Borrowed(&'a [u8], &'a [usize]),
+    Owned(Vec<u64>, usize, &'a [usize]),
+}
+
+impl<'a> InputBytes<'a> {
+    fn of(t: &'a Tensor) -> InputBytes<'a> {
+        let borrowed = match t {
+            Tensor::F32(a) => a.as_slice().map(|s| bytemuck::cast_slice::<f32, u8>(s)),
+            Tensor::I64(a) => a.as_slice().map(|s| bytemuck::cast_slice::<i64, u8>(s)),
+            Tensor::I32(a) => a.as_slice().map(|s| bytemuck::cast_slice::<i32, u8>(s)),
+            Tensor::Bool(_) => None,
+        };
+        match borrowed {
+            Some(b) => InputBytes::Borrowed(b, t.shape()),
+            None => {
+                let bytes = tensor_bytes(t);
+                // u64 words: aligned for every element type.
+                let mut words = vec![0u64; bytes.len().div_ceil(8).max(1)];
+                bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+                InputBytes::Owned(words, bytes.len(), t.shape())
+            }
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            InputBytes::Borrowed(b, _) => b,
+            InputBytes::Owned(w, n, _) => &bytemuck::cast_slice::<u64, u8>(w)[..*n],
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            InputBytes::Borrowed(_, s) | InputBytes::Owned(_, _, s) => s,
+        }
+    }
+}
+
+/// An output's elements, written by the compiled code as bytes.
+enum OutputBuf {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    Bool(Vec<u8>),
+}
+
+impl OutputBuf {
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            OutputBuf::F32(v) => bytemuck::cast_slice_mut(v),
+            OutputBuf::I64(v) => bytemuck::cast_slice_mut(v),
+            OutputBuf::I32(v) => bytemuck::cast_slice_mut(v),
+            OutputBuf::Bool(v) => v,
+        }
     }
 }
 
