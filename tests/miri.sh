@@ -12,6 +12,7 @@ fi
 export MIRIFLAGS="${MIRIFLAGS:--Zmiri-disable-isolation}"
 # The thread pool, the arena, the GEMM core (and its vector helpers), the
 # depthwise kernel (SIMD over padded strips), the conv and Winograd kernels
-# (disjoint output views shared by threads) and the scratch buffers. `--skip kernels::pool::`
+# (disjoint output views shared by threads), the scratch buffers and the
+# native ABI (hooks, model loader, C API, with a hand-written run function). `--skip kernels::pool::`
 # keeps the safe pooling kernel (whose module is also named pool) out.
-cargo +nightly miri test -p d2nn-runtime --lib -- pool:: arena:: gemm:: kernels::conv:: kernels::winograd:: kernels::depthwise:: kernels::scratch:: --skip kernels::pool::
+cargo +nightly miri test -p d2nn-runtime --lib -- pool:: arena:: gemm:: kernels::conv:: kernels::winograd:: kernels::depthwise:: kernels::scratch:: abi:: --skip kernels::pool::

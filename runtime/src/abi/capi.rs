@@ -125,25 +125,31 @@ pub unsafe extern "C" fn d2nn_model_run(
         if let Some(p) = meta.inputs.iter().chain(&meta.outputs).find(|p| p.dtype != crate::DType::F32) {
             return Err((Status::BadModel, format!("port `{}` holds {} elements; the C API runs float models", p.name, p.dtype.name())));
         }
-        let slices = |ptrs: *const *const f32, lens: *const usize, count: usize, what: &str| -> Result<Vec<&[u8]>, (Status, String)> {
+        // Each buffer: its pointer and byte length, null only when empty.
+        let spans = |ptrs: *const *const f32, lens: *const usize, count: usize, what: &str| -> Result<Vec<(*const f32, usize)>, (Status, String)> {
             (0..count)
                 .map(|i| {
                     // SAFETY: `ptrs` and `lens` hold `count` entries (the contract).
                     let (p, n) = unsafe { (*ptrs.add(i), *lens.add(i)) };
                     let bytes = n.checked_mul(4).ok_or((Status::BadSize, format!("{what}[{i}]: {n} floats overflow")))?;
-                    if p.is_null() {
-                        return if n == 0 { Ok(&[][..]) } else { Err(null(&format!("{what}[{i}]"))) };
+                    if p.is_null() && n > 0 {
+                        return Err(null(&format!("{what}[{i}]")));
                     }
-                    // SAFETY: `p` is valid for `n` floats (the contract).
-                    Ok(unsafe { std::slice::from_raw_parts(p as *const u8, bytes) })
+                    Ok((p, bytes))
                 })
                 .collect()
         };
-        let ins = if input_count == 0 { Vec::new() } else { slices(inputs, input_lens, input_count, "inputs")? };
-        let outs_ro = if output_count == 0 { Vec::new() } else { slices(outputs as *const *const f32, output_lens, output_count, "outputs")? };
-        // SAFETY: the output pointers are valid for writes of their lengths
-        // (the contract); the read-only views above are dropped first.
-        let mut outs: Vec<&mut [u8]> = outs_ro.into_iter().map(|s| unsafe { std::slice::from_raw_parts_mut(s.as_ptr() as *mut u8, s.len()) }).collect();
+        let ins: Vec<&[u8]> = if input_count == 0 { Vec::new() } else { spans(inputs, input_lens, input_count, "inputs")? }
+            .into_iter()
+            // SAFETY: valid for `bytes` reads (the contract); null only when empty.
+            .map(|(p, bytes)| if bytes == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(p as *const u8, bytes) } })
+            .collect();
+        let mut outs: Vec<&mut [u8]> = if output_count == 0 { Vec::new() } else { spans(outputs as *const *const f32, output_lens, output_count, "outputs")? }
+            .into_iter()
+            // SAFETY: valid for `bytes` writes and not otherwise referenced
+            // during the call (the contract); null only when empty.
+            .map(|(p, bytes)| if bytes == 0 { &mut [][..] } else { unsafe { std::slice::from_raw_parts_mut(p as *mut u8, bytes) } })
+            .collect();
         let b = m.run(&ins, &mut outs).map_err(model_err)?;
         if !batch.is_null() {
             // SAFETY: non-null and writable (the contract).

@@ -18,6 +18,8 @@ pub mod hooks;
 pub mod meta;
 mod model;
 mod table;
+#[cfg(test)]
+mod tests;
 
 pub use meta::{Knob, KernelDesc, KernelEntry, MetaError, ModelMeta, Port};
 pub use model::{Model, ModelError};
