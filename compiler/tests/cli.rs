@@ -131,7 +131,7 @@ fn bench_json_is_the_last_line_with_positive_figures() {
     for key in ["min_ms", "median_ms", "p90_ms", "gflops", "batch", "threads", "flops"] {
         assert!(j[key].as_f64().is_some_and(|v| v > 0.0), "`{key}` is not a positive number in {j}");
     }
-    assert_eq!(j["backend"], "plan", "the plan executor is the default backend");
+    assert_eq!(j["backend"], "jit", "the JIT is the default backend");
     assert_eq!(j["threads_used"], 2);
     assert_eq!(j["iters"], 3);
     assert_eq!(j["batch"], 3, "the stored input has 3 samples");
@@ -177,7 +177,7 @@ fn bench_batch_on_a_fixed_batch_model_names_the_input() {
 
 #[test]
 fn bench_profile_reports_ops_and_nodes() {
-    let o = bench("resnet_tiny", &["--iters", "2", "--warmup", "0", "--profile", "--top", "3", "--json"]);
+    let o = bench("resnet_tiny", &["--backend", "plan", "--iters", "2", "--warmup", "0", "--profile", "--top", "3", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("profile: 2 separate runs") && t.contains("slowest 3 nodes:"), "{t}");

@@ -4,7 +4,9 @@
 //! fixture's inputs, and the outputs must match ONNX Runtime's stored ones
 //! to the fixture's tolerances — and the FLOPs it reports must equal the
 //! plan executor's trace of the same run. Snapshot tests (insta) pin the
-//! generated code of small models, where the branches are visible.
+//! generated code of small models, where the branches are visible. A model
+//! built in memory covers the logical ops (`And`/`Or`/`Xor`/`Not`), which no
+//! fixture uses, against the interpreter.
 
 use d2nn_runtime::npy::read_npy;
 use d2nnc::back::rust::krate::{file_stem, write_crate, RuntimeDep};
@@ -13,6 +15,11 @@ use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, PoisonError};
+
+/// Every generated crate's example is `run_npy` in the one shared target
+/// directory, so tests that build and run one take turns.
+static SHARED_TARGET: Mutex<()> = Mutex::new(());
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("workspace root")
@@ -124,6 +131,7 @@ fn check_fixture(root: &Path, target: &Path, name: &str) -> Result<(), String> {
 
 #[test]
 fn every_fixture_compiles_builds_and_matches_onnx_runtime() {
+    let _turn = SHARED_TARGET.lock().unwrap_or_else(PoisonError::into_inner);
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rust-backend");
     let target = root.join("target");
     std::fs::create_dir_all(&root).expect("scratch dir");
@@ -131,6 +139,97 @@ fn every_fixture_compiles_builds_and_matches_onnx_runtime() {
     let names: Vec<&str> = index.as_array().expect("index").iter().map(|v| v.as_str().expect("name")).collect();
     let failures: Vec<String> = names.iter().filter_map(|n| check_fixture(&root, &target, n).err().map(|e| format!("{n}: {e}"))).collect();
     assert!(failures.is_empty(), "generated crates that fail:\n{}", failures.join("\n\n"));
+}
+
+/// A D2NN-style model in which two controllers' decisions combine through
+/// `Not`, `And`, `Or` and `Xor` into the condition of a `Where`, plus a bool
+/// graph input broadcast against a decision: the generated crate calls the
+/// runtime's logical kernels and its outputs equal the interpreter's.
+#[test]
+fn logical_ops_compile_to_runtime_kernels() {
+    use d2nnc::front::onnx::build::{graph, model_bytes, node, tensor_f32, value_info_dims, DataType, Dim, NodeExt};
+    let _turn = SHARED_TARGET.lock().unwrap_or_else(PoisonError::into_inner);
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rust-backend");
+    let target = root.join("target");
+    let dir = root.join("logic_gates");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    // The controllers read one input column each (weights 1 and 0), so their
+    // logits are exact and no decision depends on the GEMM's summation order.
+    let ops: &[(&str, &[&str])] = &[
+        ("Gemm", &["x", "w_deep", "b"]),
+        ("Gemm", &["x", "w_shallow", "b"]),
+        ("Greater", &["gemm_0", "zero"]),
+        ("Less", &["gemm_1", "zero"]),
+        ("Not", &["less_3"]),
+        ("And", &["greater_2", "not_4"]),
+        ("Or", &["and_5", "less_3"]),
+        ("Xor", &["or_6", "greater_2"]),
+        ("Relu", &["x"]),
+        ("Neg", &["x"]),
+        ("Where", &["xor_7", "relu_8", "neg_9"]),
+        ("Xor", &["mask", "xor_7"]),
+    ];
+    let nodes = ops
+        .iter()
+        .enumerate()
+        .map(|(i, (op, ins))| {
+            let out = format!("{}_{i}", op.to_lowercase());
+            node(op, ins, &[&out]).with_name(&out)
+        })
+        .collect();
+    let inits = vec![
+        tensor_f32("w_deep", &[4, 1], &[1.0, 0.0, 0.0, 0.0]),
+        tensor_f32("w_shallow", &[4, 1], &[0.0, 1.0, 0.0, 0.0]),
+        tensor_f32("b", &[1], &[0.0]),
+        tensor_f32("zero", &[], &[0.0]),
+    ];
+    let n = || Dim::param("N");
+    let inputs = vec![value_info_dims("x", DataType::FLOAT, &[n(), Dim::Fixed(4)]), value_info_dims("mask", DataType::BOOL, &[n(), Dim::Fixed(4)])];
+    let outputs = vec![value_info_dims("where_10", DataType::FLOAT, &[n(), Dim::Fixed(4)]), value_info_dims("xor_11", DataType::BOOL, &[n(), Dim::Fixed(4)])];
+    let model = dir.join("model.onnx");
+    std::fs::write(&model, model_bytes(graph("logic_gates", nodes, inputs, outputs, inits), 8, 13)).expect("write model");
+
+    let generated = compile_file(&model, &[], &options("model.onnx")).unwrap_or_else(|e| panic!("compile: {e}"));
+    let lib_rs = format_module(&generated.tokens).expect("format");
+    for call in ["logic::bool_strided(logic::BoolOp::And", "logic::bool_strided(logic::BoolOp::Or", "logic::bool_strided(logic::BoolOp::Xor", "logic::not("] {
+        assert!(lib_rs.contains(call), "the generated code does not call `{call}`");
+    }
+    let krate = dir.join("crate");
+    write_crate(&krate, "logic_gates", &generated, &lib_rs, &RuntimeDep::Path(workspace().join("runtime")), "model.onnx", true).expect("write crate");
+    std::fs::copy(workspace().join("Cargo.lock"), krate.join("Cargo.lock")).expect("copy Cargo.lock");
+    let warnings = cargo(&krate, &target, &["build", "--release", "--examples"]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!warnings.contains("warning:"), "the generated crate builds with warnings:\n{warnings}");
+
+    // Every (deep, shallow) pair of decisions, ties at zero included, and
+    // a mask of every kind of row.
+    let rows: [[f32; 4]; 8] = [
+        [1.0, 1.0, -2.0, 3.0],
+        [1.0, -1.0, 0.5, -0.5],
+        [-1.0, 1.0, 4.0, -4.0],
+        [-1.0, -1.0, -0.25, 0.25],
+        [0.0, 0.0, 1.5, 2.5],
+        [2.0, 0.0, -1.0, 0.0],
+        [0.0, -3.0, 7.0, -7.0],
+        [-0.0, 5.0, 0.0, -0.0],
+    ];
+    let x = d2nn_runtime::Tensor::from_f32(&[8, 4], rows.concat()).unwrap();
+    let mask = d2nn_runtime::Tensor::from_bool(&[8, 4], (0..32).map(|i| (i * 7) % 3 == 0).collect()).unwrap();
+    let feeds = HashMap::from([("x".to_string(), x), ("mask".to_string(), mask)]);
+    let mut cmd = Command::new(target.join("release/examples/run_npy"));
+    for (name, t) in &feeds {
+        let file = dir.join(format!("{name}.npy"));
+        d2nn_runtime::npy::write_npy(&file, t).expect("write input");
+        cmd.arg("--input").arg(format!("{name}={}", file.display()));
+    }
+    let out_dir = dir.join("out");
+    let run = cmd.arg("--output-dir").arg(&out_dir).output().expect("run_npy");
+    assert!(run.status.success(), "run_npy failed: {}", String::from_utf8_lossy(&run.stderr));
+    let graph = d2nnc::load_and_optimize(&model).expect("load").graph;
+    let want = d2nnc::interp::run(&graph, &feeds).expect("interpreter");
+    for (name, want) in ["where_10", "xor_11"].iter().zip(&want) {
+        let got = read_npy(&out_dir.join(format!("{}.npy", file_stem(name)))).unwrap_or_else(|e| panic!("output {name}: {e}"));
+        d2nnc::compare::compare(&got, want, 0.0, 0.0).unwrap_or_else(|m| panic!("output {name}: {m}"));
+    }
 }
 
 /// The generated code of small models, where a reader sees the branches.

@@ -51,29 +51,16 @@ pub fn compile_object(model: &Path, options: &CompileOptions) -> Result<(), Erro
     println!("wrote {} ({:.1} MB, weights inside) and its C header to {}", written[0].file_name().and_then(|f| f.to_str()).unwrap_or("?"), object.bytes.len() as f64 / 1e6, dir.display());
     let meta = &object.meta;
     for p in &meta.inputs {
-        println!("  input  {}: {} {}", p.name, p.dtype, dims_text(&p.dims));
+        println!("  input  {}: {} {}", p.name, p.dtype, d2nnc::back::clif::dims_text(&p.dims));
     }
     for p in &meta.outputs {
-        println!("  output {}: {} {}", p.name, p.dtype, dims_text(&p.dims));
+        println!("  output {}: {} {}", p.name, p.dtype, d2nnc::back::clif::dims_text(&p.dims));
     }
     if !meta.trace.regions.is_empty() {
         println!("  {} guarded regions, knobs: {}", meta.trace.regions.len(), if meta.knobs.is_empty() { "none".to_string() } else { meta.knobs.iter().map(|k| k.name.clone()).collect::<Vec<_>>().join(", ") });
     }
     println!("see {} for the link line", dir.join("README.md").display());
     Ok(())
-}
-
-/// `[N, 3, 16, 16]`: `N` for the batch (`2N` for twice it).
-fn dims_text(dims: &[d2nn_runtime::compiled::Dim]) -> String {
-    let parts: Vec<String> = dims
-        .iter()
-        .map(|d| match d {
-            d2nn_runtime::compiled::Dim::Known(k) => k.to_string(),
-            d2nn_runtime::compiled::Dim::Batch(1) => "N".into(),
-            d2nn_runtime::compiled::Dim::Batch(f) => format!("{f}N"),
-        })
-        .collect();
-    format!("[{}]", parts.join(", "))
 }
 
 pub fn compile(model: &Path, options: &CompileOptions) -> Result<(), Error> {

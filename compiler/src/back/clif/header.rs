@@ -392,7 +392,7 @@ pub fn readme(meta: &ModelMeta, name: &str, source: &str) -> String {
     for (kind, ports) in [("input", &meta.inputs), ("output", &meta.outputs)] {
         for (i, p) in ports.iter().enumerate() {
             let per_sample = p.elements(1).map_or_else(|| "overflow".to_string(), |n| n.to_string());
-            wl(w, format!("| {kind} {i} | {} | {} | `{}` | {per_sample} | {} |", code(&p.name), p.dtype.name(), shape_text(p), if p.is_batched() { "yes" } else { "no" }));
+            wl(w, format!("| {kind} {i} | {} | {} | `{}` | {per_sample} | {} |", cell(&p.name), p.dtype.name(), shape_text(p), if p.is_batched() { "yes" } else { "no" }));
         }
     }
     wl(w, "");
@@ -406,7 +406,7 @@ pub fn readme(meta: &ModelMeta, name: &str, source: &str) -> String {
         wl(w, "| knob | name | default | used by |");
         wl(w, "|---|---|---|---|");
         for (i, k) in meta.knobs.iter().enumerate() {
-            wl(w, format!("| {i} | {} | {} | {} |", code(&k.name), k.default, md(&k.used_by)));
+            wl(w, format!("| {i} | {} | {} | {} |", cell(&k.name), k.default, cell(&k.used_by)));
         }
     }
     wl(w, "");
@@ -416,13 +416,13 @@ pub fn readme(meta: &ModelMeta, name: &str, source: &str) -> String {
         wl(w, "None: every sample runs the whole network.");
     } else {
         for (r, text) in meta.region_text.iter().enumerate().take(meta.trace.regions.len()) {
-            wl(w, format!("- region {r}: {}", md(text)));
+            wl(w, format!("- region {r}: {}", code(text)));
         }
         wl(w, "");
         match &meta.trace.paths {
             Some(paths) => {
                 for (i, regions) in paths.iter().enumerate() {
-                    let text = meta.path_text.get(i).map(|t| md(t)).unwrap_or_else(|| format!("regions {regions:?}"));
+                    let text = meta.path_text.get(i).map(|t| code(t)).unwrap_or_else(|| format!("regions {regions:?}"));
                     wl(w, format!("- path {i}: {text}"));
                 }
             }
@@ -570,14 +570,19 @@ fn shape_text(p: &Port) -> String {
 }
 
 /// `text` as a Markdown code span, or as escaped text if it holds a
-/// backtick or a line break (which a simple code span cannot). `|` is
-/// escaped either way: GitHub's tables split cells on it even in code.
+/// backtick or a line break (which a simple code span cannot).
 fn code(text: &str) -> String {
     if text.contains(['`', '\n', '\r']) {
         md(text)
     } else {
-        format!("`{}`", text.replace('|', "\\|"))
+        format!("`{text}`")
     }
+}
+
+/// [`code`] for a table cell: GitHub's tables split cells on `|` even in
+/// a code span unless it is escaped (and then show it unescaped).
+fn cell(text: &str) -> String {
+    code(text).replace('|', "\\|").replace("\\\\|", "\\|")
 }
 
 /// `text` as Markdown text: characters Markdown would interpret are
@@ -772,7 +777,8 @@ int main(void) {
         assert!(text.contains("-ld2nn_runtime"), "{text}");
         assert!(text.contains("cargo build --release -p d2nn-runtime-c"), "{text}");
         assert!(text.contains("| input 0 | `image \"x\\y\" ??/ é` | f32 | `[N, 3, 4, 4]` | 48 | yes |"), "{text}");
-        assert!(text.contains("| 0 | `threshold` | 0.5 | gate \\*/ 1 |"), "{text}");
+        assert!(text.contains("| 0 | `threshold` | 0.5 | `gate */ 1` |"), "{text}");
+        assert!(text.contains("- path 2: `g=1, h=1 -> regions [R0, R1]`"), "{text}");
         let example = text.split("```c\n").nth(1).and_then(|s| s.split("```").next()).expect("a C block");
         if !have("cc") {
             return;
@@ -794,6 +800,9 @@ int main(void) {
         assert_eq!(c_float(-2.5), "(-2.5f)");
         assert_eq!(ident("9lives-x"), "_9lives_x");
         assert_eq!(md("a|b_c"), "a\\|b\\_c");
+        assert_eq!(cell("a|b"), "`a\\|b`");
+        assert_eq!(cell("a`|b"), "a\\`\\|b");
+        assert_eq!(code("a|b"), "`a|b`");
     }
 
     #[test]

@@ -131,14 +131,19 @@ impl JitModel {
             }
             views.push(InputBytes::of(t));
         }
-        let sizes: Vec<usize> = views.iter().map(|v| v.bytes().len()).collect();
-        let batch = self.model.batch_of(&sizes)?;
+        // The batch: from the first batch-scaled dim; every shape must fit it.
+        let mut batch = None;
         for (port, v) in meta.inputs.iter().zip(&views) {
-            let expected: Vec<usize> = port.dims.iter().map(|d| d.at(batch)).collect();
-            if v.shape() != expected.as_slice() {
-                return Err(input_err(&port.name, format!("shape {:?}, the model expects {expected:?} at batch {batch}", v.shape())));
+            let fits = v.shape().len() == port.dims.len()
+                && port.dims.iter().zip(v.shape()).all(|(d, &n)| match *d {
+                    d2nn_runtime::compiled::Dim::Known(k) => k == n,
+                    d2nn_runtime::compiled::Dim::Batch(f) => f > 0 && n % f == 0 && *batch.get_or_insert(n / f) == n / f,
+                });
+            if !fits {
+                return Err(input_err(&port.name, format!("expected {}{}, got {}{:?}", port.dtype, dims_text(&port.dims), port.dtype, v.shape())));
             }
         }
+        let batch = batch.unwrap_or(1);
         let mut outputs: Vec<(Vec<usize>, OutputBuf)> = meta
             .outputs
             .iter()
@@ -174,6 +179,19 @@ impl JitModel {
             })
             .collect()
     }
+}
+
+/// `[N, 3, 32, 32]`: `N` for the batch (`2N` for twice it).
+pub fn dims_text(dims: &[d2nn_runtime::compiled::Dim]) -> String {
+    let parts: Vec<String> = dims
+        .iter()
+        .map(|d| match d {
+            d2nn_runtime::compiled::Dim::Known(k) => k.to_string(),
+            d2nn_runtime::compiled::Dim::Batch(1) => "N".into(),
+            d2nn_runtime::compiled::Dim::Batch(f) => format!("{f}N"),
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
 }
 
 /// An input's elements as bytes: borrowed from a contiguous numeric

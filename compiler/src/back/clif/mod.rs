@@ -18,7 +18,7 @@ pub(crate) mod meta;
 pub mod object;
 mod simd;
 
-pub use jit::JitModel;
+pub use jit::{dims_text, JitModel};
 
 use crate::dynamic::Analysis;
 use crate::ir::Graph;
