@@ -212,7 +212,7 @@ impl<'a> InputBytes<'a> {
         match borrowed {
             Some(b) => InputBytes::Borrowed(b, t.shape()),
             None => {
-                let bytes = tensor_bytes(t);
+                let bytes = super::meta::bytes_of(t);
                 // u64 words: aligned for every element type.
                 let mut words = vec![0u64; bytes.len().div_ceil(8).max(1)];
                 bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
@@ -259,15 +259,6 @@ fn elements<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
     bytes.chunks_exact(std::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned).collect()
 }
 
-/// A tensor's elements as little-endian bytes (bool as 0/1).
-fn tensor_bytes(t: &Tensor) -> Vec<u8> {
-    match t {
-        Tensor::F32(a) => a.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        Tensor::I64(a) => a.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        Tensor::I32(a) => a.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        Tensor::Bool(a) => a.iter().map(|&b| u8::from(b)).collect(),
-    }
-}
 
 /// The host of the JIT's external kernels: steps no runtime kernel covers,
 /// run by the interpreter on tensors made from the operands' bytes.
@@ -338,7 +329,7 @@ impl External for Interpreter {
             if t.dtype() != *dtype || t.shape() != shape.as_slice() {
                 return Err(fail(format!("computed {}{:?} for `{name}`, the plan expects {dtype}{shape:?}", t.dtype(), t.shape())));
             }
-            let bytes = tensor_bytes(t);
+            let bytes = super::meta::bytes_of(t);
             if bytes.len() != out.len() {
                 return Err(fail(format!("`{name}` needs {} bytes, its buffer holds {}", bytes.len(), out.len())));
             }

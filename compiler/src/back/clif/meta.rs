@@ -48,7 +48,8 @@ pub struct MetaBuilder<'a> {
     pub external: Vec<ExternalStep>,
 }
 
-fn bytes_of(t: &Tensor) -> Vec<u8> {
+/// A tensor's elements as little-endian bytes (bool as 0/1).
+pub fn bytes_of(t: &Tensor) -> Vec<u8> {
     match t {
         Tensor::F32(a) => a.iter().flat_map(|v| v.to_le_bytes()).collect(),
         Tensor::I64(a) => a.iter().flat_map(|v| v.to_le_bytes()).collect(),
