@@ -2,15 +2,16 @@
 //! a model object file written by `d2nnc compile --emit object`.
 //!
 //! The functions live in `d2nn_runtime::abi::{capi, hooks}`; this crate only
-//! re-exports them. A staticlib bundles its dependencies' object files, so
-//! their `#[no_mangle]` functions normally reach the archive as they are;
-//! but with LTO rustc may internalise and drop upstream symbols that
-//! nothing in this crate uses. The `#[used]` table below uses every one of
-//! them, so the archive exports the whole C API (`d2nn_model_*`,
-//! `d2nn_last_error`) and the hooks compiled code calls (`d2nn_rt_kernel`,
-//! `d2nn_rt_trace_enter`) whatever the profile. Each field is typed with
-//! the function's signature, so a changed signature upstream fails here
-//! and reminds whoever changes it that the C header must change too.
+//! re-exports them: the C API (`d2nn_model_*`, `d2nn_last_error`) and the
+//! hooks compiled code calls (`d2nn_rt_kernel`, `d2nn_rt_trace_enter`). A
+//! staticlib bundles its dependencies' object files, and rustc 1.95 keeps
+//! their `#[no_mangle]` functions global in the archive, with and without
+//! LTO (checked with `nm`). The `#[used]` table below is insurance for a
+//! toolchain or profile that would drop upstream symbols nothing here uses:
+//! it uses every one of them. Each field is typed with the function's
+//! signature, so a signature changed upstream fails to compile here, a
+//! reminder that the C header (`compiler/src/back/clif/header.rs`) must
+//! change with it.
 //!
 //! A C program links it with `-ld2nn_runtime` plus the system libraries the
 //! Rust standard library needs (`cargo rustc -p d2nn-runtime-c --release --
