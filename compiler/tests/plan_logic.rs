@@ -1,6 +1,7 @@
 //! The plan's exact kernels of control logic: random comparisons (every
-//! numeric dtype, bool equality), `Where` (every data dtype), `Cast` (every
-//! pair of dtypes), ArgMax/ArgMin and OneHot nodes, broadcasting along the
+//! numeric dtype, bool equality), `Where` (every data dtype), `And`, `Or`,
+//! `Xor` and `Not` of bools, `Cast` (every pair of dtypes), ArgMax/ArgMin
+//! and OneHot nodes, broadcasting along the
 //! batch, inner axes and scalars, get their fast kernel where its
 //! conditions hold, and the plan executor's outputs equal the
 //! interpreter's bit for bit at random batch sizes (one executor per
@@ -8,8 +9,9 @@
 //! small sets with NaN, signed zeros, infinities, ties and out-of-range
 //! values, so every edge of the reference's semantics is met.
 
+use d2nn_runtime::kernels::logic::BoolOp;
 use d2nn_runtime::{DType, Tensor};
-use d2nnc::ir::{BinaryOp, Dim, Graph, Op, Symbol, TensorType, ValueId};
+use d2nnc::ir::{BinaryOp, Dim, Graph, Op, Symbol, TensorType, UnaryOp, ValueId};
 use d2nnc::plan::{Executor, Kernel, Program};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -193,6 +195,9 @@ impl Operand {
 
 const COMPARISONS: [BinaryOp; 5] = [BinaryOp::Greater, BinaryOp::Less, BinaryOp::GreaterOrEqual, BinaryOp::LessOrEqual, BinaryOp::Equal];
 
+/// The logical connectives and the runtime's op each must lower to.
+const CONNECTIVES: [(BinaryOp, BoolOp); 3] = [(BinaryOp::And, BoolOp::And), (BinaryOp::Or, BoolOp::Or), (BinaryOp::Xor, BoolOp::Xor)];
+
 fn dtype() -> impl Strategy<Value = DType> {
     prop::sample::select(vec![DType::F32, DType::I64, DType::I32, DType::Bool])
 }
@@ -228,6 +233,34 @@ proptest! {
         let yv = y.value(&mut g, "y", dtype, &d, seed ^ 2);
         let out = g.node("where", Op::Where, vec![Some(cond), Some(xv), Some(yv)]);
         check(&g.finish(out), "where", |k| matches!(k, Kernel::Where(_)), &batches, tensor)?;
+    }
+
+    /// `And`, `Or` and `Xor` of two bool operands with any mix of batch,
+    /// broadcast axes, scalars and constants.
+    #[test]
+    fn logical_ops(ops in prop::sample::select(CONNECTIVES.to_vec()), (d, a, b) in dims(0..=3).prop_flat_map(|d| {
+        let r = d.len();
+        (Just(d), operand(r), operand(r))
+    }), seed in any::<u64>(), batches in batches()) {
+        let (op, want) = ops;
+        let mut g = Builder::new();
+        let x = a.value(&mut g, "a", DType::Bool, &d, seed);
+        let y = b.value(&mut g, "b", DType::Bool, &d, !seed);
+        let out = g.node("logic", Op::Binary(op), vec![Some(x), Some(y)]);
+        check(&g.finish(out), "logic", |k| matches!(k, Kernel::Logic(l) if l.op == want), &batches, tensor)?;
+    }
+
+    /// `Not` of a bool input with or without the batch, or of a constant.
+    #[test]
+    fn not(x in dims(0..=3).prop_flat_map(|d| {
+        let r = d.len();
+        (Just(d), operand(r))
+    }), seed in any::<u64>(), batches in batches()) {
+        let (d, x) = x;
+        let mut g = Builder::new();
+        let v = x.value(&mut g, "x", DType::Bool, &d, seed);
+        let out = g.node("not", Op::Unary(UnaryOp::Not), vec![Some(v)]);
+        check(&g.finish(out), "not", |k| matches!(k, Kernel::Not), &batches, tensor)?;
     }
 
     /// Every pair of dtypes, on NaN, infinities, values past the integer
@@ -299,4 +332,59 @@ fn threshold_comparisons() {
         let out = g.node("gt", Op::Binary(BinaryOp::Greater), vec![Some(x), Some(t)]);
         check(&g.finish(out), "gt", |k| matches!(k, Kernel::Compare(_)), &[1, 5, 3], tensor).unwrap();
     }
+}
+
+/// A D2NN-style decision: two controllers' comparisons combined with `Not`,
+/// `And`, `Or` and `Xor` into the condition of a `Where`. Every step gets a
+/// fast kernel (none is left to the interpreter, so the compiled back ends
+/// can take the model), the plan names them, and the result is the
+/// interpreter's.
+#[test]
+fn combined_decisions_run_without_the_interpreter() {
+    let mut g = Builder::new();
+    let p = g.input("p", DType::F32, Lead::Batch, &[1]);
+    let q = g.input("q", DType::F32, Lead::Batch, &[1]);
+    let h = g.input("h", DType::F32, Lead::Batch, &[4]);
+    let hi = g.constant("hi", Tensor::from_f32(&[], vec![0.5]).unwrap());
+    let lo = g.constant("lo", Tensor::from_f32(&[1], vec![-1.0]).unwrap());
+    let zero = g.constant("zero", Tensor::from_f32(&[1, 4], vec![0.0; 4]).unwrap());
+    let deep = g.node("deep", Op::Binary(BinaryOp::Greater), vec![Some(p), Some(hi)]);
+    let shallow = g.node("shallow", Op::Binary(BinaryOp::Less), vec![Some(q), Some(lo)]);
+    let not_shallow = g.node("not_shallow", Op::Unary(UnaryOp::Not), vec![Some(shallow)]);
+    let both = g.node("both", Op::Binary(BinaryOp::And), vec![Some(deep), Some(not_shallow)]);
+    let either = g.node("either", Op::Binary(BinaryOp::Or), vec![Some(both), Some(shallow)]);
+    let one = g.node("one", Op::Binary(BinaryOp::Xor), vec![Some(either), Some(deep)]);
+    let out = g.node("gate", Op::Where, vec![Some(one), Some(h), Some(zero)]);
+    let batch = g.batch;
+    let graph = g.finish(out);
+    let program = d2nnc::plan::lower(&graph).unwrap();
+    let reference: Vec<&str> = program.node_kernels().into_iter().filter(|(_, k)| matches!(k, Kernel::Reference)).map(|(n, _)| n).collect();
+    assert!(reference.is_empty(), "steps left to the interpreter: {reference:?}");
+    for (name, described) in [("not_shallow", "not"), ("both", "logic And"), ("either", "logic Or"), ("one", "logic Xor")] {
+        assert_eq!(d2nnc::plan::print::describe(&kernel_of(&program, name)), described);
+    }
+    // `[N, 1]` against `[N, 1]`: the batch is the only iteration dim, with unit strides.
+    match kernel_of(&program, "both") {
+        Kernel::Logic(l) => assert_eq!((l.dims, l.a_strides, l.b_strides), (vec![Dim::sym(batch)], vec![1], vec![1])),
+        other => panic!("both got {other:?}"),
+    }
+    check(&graph, "one", |k| matches!(k, Kernel::Logic(l) if l.op == BoolOp::Xor), &[1, 7, 64, 2], tensor).unwrap();
+}
+
+/// An operand whose stride would depend on the batch (`[2, N, 3]`: its
+/// outer axis steps over `N` rows) keeps the reference kernel, as for the
+/// comparisons, and still computes the interpreter's result; its `Not`,
+/// which needs no strides, gets the kernel.
+#[test]
+fn batch_dependent_strides_keep_the_reference() {
+    let mut g = Builder::new();
+    let n = Dim::sym(g.batch);
+    let wide = g.g.add_input("wide", TensorType::new(DType::Bool, vec![Dim::Known(2), n, Dim::Known(3)]));
+    let row = g.constant("row", tensor(DType::Bool, &[3], 5));
+    let slow = g.node("slow", Op::Binary(BinaryOp::And), vec![Some(wide), Some(row)]);
+    let negated = g.node("negated", Op::Unary(UnaryOp::Not), vec![Some(slow)]);
+    let graph = g.finish(negated);
+    let program = d2nnc::plan::lower(&graph).unwrap();
+    assert!(matches!(kernel_of(&program, "slow"), Kernel::Reference), "{:?}", kernel_of(&program, "slow"));
+    check(&graph, "negated", |k| matches!(k, Kernel::Not), &[1, 5, 3], tensor).unwrap();
 }

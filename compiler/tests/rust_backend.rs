@@ -143,11 +143,12 @@ fn every_fixture_compiles_builds_and_matches_onnx_runtime() {
 
 /// A D2NN-style model in which two controllers' decisions combine through
 /// `Not`, `And`, `Or` and `Xor` into the condition of a `Where`, plus a bool
-/// graph input broadcast against a decision: the generated crate calls the
+/// constant row broadcast against the decision column (the back end takes
+/// no bool graph inputs): the generated crate calls the
 /// runtime's logical kernels and its outputs equal the interpreter's.
 #[test]
 fn logical_ops_compile_to_runtime_kernels() {
-    use d2nnc::front::onnx::build::{graph, model_bytes, node, tensor_f32, value_info_dims, DataType, Dim, NodeExt};
+    use d2nnc::front::onnx::build::{graph, model_bytes, node, tensor_bool, tensor_f32, value_info_dims, DataType, Dim, NodeExt};
     let _turn = SHARED_TARGET.lock().unwrap_or_else(PoisonError::into_inner);
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rust-backend");
     let target = root.join("target");
@@ -182,9 +183,10 @@ fn logical_ops_compile_to_runtime_kernels() {
         tensor_f32("w_shallow", &[4, 1], &[0.0, 1.0, 0.0, 0.0]),
         tensor_f32("b", &[1], &[0.0]),
         tensor_f32("zero", &[], &[0.0]),
+        tensor_bool("mask", &[1, 4], &[true, false, false, true]),
     ];
     let n = || Dim::param("N");
-    let inputs = vec![value_info_dims("x", DataType::FLOAT, &[n(), Dim::Fixed(4)]), value_info_dims("mask", DataType::BOOL, &[n(), Dim::Fixed(4)])];
+    let inputs = vec![value_info_dims("x", DataType::FLOAT, &[n(), Dim::Fixed(4)])];
     let outputs = vec![value_info_dims("where_10", DataType::FLOAT, &[n(), Dim::Fixed(4)]), value_info_dims("xor_11", DataType::BOOL, &[n(), Dim::Fixed(4)])];
     let model = dir.join("model.onnx");
     std::fs::write(&model, model_bytes(graph("logic_gates", nodes, inputs, outputs, inits), 8, 13)).expect("write model");
@@ -200,8 +202,7 @@ fn logical_ops_compile_to_runtime_kernels() {
     let warnings = cargo(&krate, &target, &["build", "--release", "--examples"]).unwrap_or_else(|e| panic!("{e}"));
     assert!(!warnings.contains("warning:"), "the generated crate builds with warnings:\n{warnings}");
 
-    // Every (deep, shallow) pair of decisions, ties at zero included, and
-    // a mask of every kind of row.
+    // Every (deep, shallow) pair of decisions, ties at zero included.
     let rows: [[f32; 4]; 8] = [
         [1.0, 1.0, -2.0, 3.0],
         [1.0, -1.0, 0.5, -0.5],
@@ -213,8 +214,7 @@ fn logical_ops_compile_to_runtime_kernels() {
         [-0.0, 5.0, 0.0, -0.0],
     ];
     let x = d2nn_runtime::Tensor::from_f32(&[8, 4], rows.concat()).unwrap();
-    let mask = d2nn_runtime::Tensor::from_bool(&[8, 4], (0..32).map(|i| (i * 7) % 3 == 0).collect()).unwrap();
-    let feeds = HashMap::from([("x".to_string(), x), ("mask".to_string(), mask)]);
+    let feeds = HashMap::from([("x".to_string(), x)]);
     let mut cmd = Command::new(target.join("release/examples/run_npy"));
     for (name, t) in &feeds {
         let file = dir.join(format!("{name}.npy"));

@@ -129,6 +129,10 @@ pub enum KernelDesc {
     ArgReduce { dtype: DType, geometry: ArgReduce },
     /// OneHot of `index` indices into `dtype` values `[off, on]` (little-endian bytes).
     OneHot { index: DType, dtype: DType, geometry: OneHot, off_on: Vec<u8> },
+    /// And/Or/Xor of two bool operands into bool bytes.
+    Logic { op: crate::kernels::logic::BoolOp, dims: Vec<IterDim>, a_strides: Vec<usize>, b_strides: Vec<usize> },
+    /// Not of a bool operand.
+    Not,
     /// A step the host of the code runs (the JIT hands the interpreter's
     /// kernel over as an [`super::External`]); its operands are the inputs,
     /// then `outputs` outputs. A model with one cannot be loaded without a host.

@@ -49,6 +49,8 @@ pub(super) enum Prepared {
     Cast,
     ArgReduce(ArgReduce),
     OneHot { geometry: OneHot, dtype: DType, off_on: [u8; 16] },
+    Logic { op: crate::kernels::logic::BoolOp, dims: Vec<IterDim>, a_strides: Vec<usize>, b_strides: Vec<usize> },
+    Not,
     /// Run by the model's [`super::External`] host.
     External { outputs: usize },
 }
@@ -123,6 +125,8 @@ impl Prepared {
             KernelDesc::Cast { .. } => Prepared::Cast,
             KernelDesc::ArgReduce { geometry, .. } => Prepared::ArgReduce(*geometry),
             KernelDesc::OneHot { geometry, dtype, off_on, .. } => Prepared::OneHot { geometry: *geometry, dtype: *dtype, off_on: fixed(off_on)? },
+            KernelDesc::Logic { op, dims, a_strides, b_strides } => Prepared::Logic { op: *op, dims: dims.clone(), a_strides: a_strides.clone(), b_strides: b_strides.clone() },
+            KernelDesc::Not => Prepared::Not,
             KernelDesc::External { outputs } => Prepared::External { outputs: *outputs as usize },
         })
     }
@@ -200,6 +204,8 @@ impl Prepared {
                 let values = Elems::from_bytes(*dtype, pair).ok_or_else(|| misaligned("one-hot values"))?;
                 typed::one_hot(geometry, elems(0)?, values, out_elems(out_dtype, out)?)
             }
+            Prepared::Logic { op, dims, a_strides, b_strides } => typed::logic(*op, elems(0)?, elems(1)?, &resolve(dims), a_strides, b_strides, out_elems(out_dtype, out)?),
+            Prepared::Not => typed::not(elems(0)?, out_elems(out_dtype, out)?),
             Prepared::External { .. } => Err(KernelError::Geometry("an external kernel is run by the model's host".into())),
         }
     }

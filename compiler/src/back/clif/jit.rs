@@ -204,9 +204,9 @@ enum InputBytes<'a> {
 impl<'a> InputBytes<'a> {
     fn of(t: &'a Tensor) -> InputBytes<'a> {
         let borrowed = match t {
-            Tensor::F32(a) => a.as_slice().map(|s| bytemuck::cast_slice::<f32, u8>(s)),
-            Tensor::I64(a) => a.as_slice().map(|s| bytemuck::cast_slice::<i64, u8>(s)),
-            Tensor::I32(a) => a.as_slice().map(|s| bytemuck::cast_slice::<i32, u8>(s)),
+            Tensor::F32(a) => a.as_slice().map(bytemuck::cast_slice::<f32, u8>),
+            Tensor::I64(a) => a.as_slice().map(bytemuck::cast_slice::<i64, u8>),
+            Tensor::I32(a) => a.as_slice().map(bytemuck::cast_slice::<i32, u8>),
             Tensor::Bool(_) => None,
         };
         match borrowed {

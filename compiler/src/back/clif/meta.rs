@@ -138,14 +138,12 @@ impl<'a> MetaBuilder<'a> {
         };
         let dims = |d: &[Dim]| -> Result<Vec<compiled::Dim>, ClifError> { d.iter().map(|d| iter_dim(d).ok_or_else(|| node_err(p, node, "a dim of its iteration space is unknown"))).collect() };
         Ok(match kernel {
-            // The logical ops on bools have no kernel in the ABI's table yet:
-            // until they do, the JIT runs them like a reference step.
-            Kernel::Reference | Kernel::Logic(_) | Kernel::Not if self.allow_external => {
+            Kernel::Reference if self.allow_external => {
                 let index = self.push_kernel(node, KernelDesc::External { outputs: index(outputs.len()) });
                 self.external.push(ExternalStep { index, node, inputs: inputs.to_vec(), outputs: outputs.to_vec() });
                 vec![KernelCall { index, inputs: inputs.iter().flatten().copied().collect(), outputs: outputs.to_vec() }]
             }
-            Kernel::Reference | Kernel::Logic(_) | Kernel::Not => return Err(self.node_err(node, "no runtime kernel covers it with these operand types or attributes (the JIT and the plan executor run the interpreter's kernel here; an object file has no interpreter)")),
+            Kernel::Reference => return Err(self.node_err(node, "no runtime kernel covers it with these operand types or attributes (the JIT and the plan executor run the interpreter's kernel here; an object file has no interpreter)")),
             Kernel::Copy => return Err(self.node_err(node, "a copy is emitted inline, not called")),
             Kernel::Unary(op) => single(self, KernelDesc::Unary(*op), vec![operand(0)?]),
             Kernel::Binary(b) => {
@@ -221,6 +219,11 @@ impl<'a> MetaBuilder<'a> {
                 let desc = KernelDesc::Where { dtype: dtype_of(out), dims: dims(&k.dims)?, cond_strides: k.cond_strides.clone(), x_strides: k.x_strides.clone(), y_strides: k.y_strides.clone() };
                 single(self, desc, vec![operand(0)?, operand(1)?, operand(2)?])
             }
+            Kernel::Logic(k) => {
+                let desc = KernelDesc::Logic { op: k.op, dims: dims(&k.dims)?, a_strides: k.a_strides.clone(), b_strides: k.b_strides.clone() };
+                single(self, desc, vec![operand(0)?, operand(1)?])
+            }
+            Kernel::Not => single(self, KernelDesc::Not, vec![operand(0)?]),
             Kernel::Cast { from, to } => single(self, KernelDesc::Cast { from: *from, to: *to }, vec![operand(0)?]),
             Kernel::ArgReduce(g) => {
                 let x = operand(0)?;
