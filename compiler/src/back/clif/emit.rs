@@ -219,6 +219,11 @@ impl<'a, 'm> FunctionWriter<'a, 'm> {
     fn steps(&mut self, fb: &mut FunctionBuilder, steps: &[Step], rows: Rows) -> Result<(), ClifError> {
         let mut i = 0;
         while i < steps.len() {
+            if let Some(c) = simd::inline_compare(self.p, &steps[i]) {
+                simd::emit_compare(self, fb, &c, rows)?;
+                i += 1;
+                continue;
+            }
             // Runs of cheap elementwise steps become one vector loop.
             let run = simd::fusible_run(self.p, &steps[i..]);
             if run > 0 {

@@ -4,6 +4,11 @@
 //! register for the steps after it. Only ops whose inline form is exactly
 //! the runtime kernel's are taken (same comparisons, so NaN and signed
 //! zeros come out alike); the rest stay runtime calls.
+//!
+//! Comparisons of numbers against a threshold or each other — the tests
+//! controllers' decisions are made of, `Greater(gate, threshold)` with the
+//! threshold read from the knob block — are emitted inline too, one bool
+//! byte per element.
 
 use super::emit::FunctionWriter;
 use super::ClifError;
@@ -13,6 +18,8 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::FunctionBuilder;
 use d2nn_runtime::kernels::elementwise::{Binary, Unary};
+use d2nn_runtime::kernels::logic::Compare;
+use d2nn_runtime::DType;
 use std::collections::HashMap;
 
 /// One inline step: `out = op(a, b)`.
@@ -75,7 +82,6 @@ fn inline_of(p: &Program, step: &Step) -> Option<Inline> {
     let Step::Node { kernel, inputs, outputs, .. } = step else { return None };
     let out = *outputs.first()?;
     let operand = |i: usize| inputs.get(i).copied().flatten();
-    let scalar_ok = |b: BufferId| !size_key(p, b).0 && p.buffers[b].elements_at(1) == 1;
     match kernel {
         Kernel::Unary(op) if unary_inline(op) => {
             let a = operand(0)?;
@@ -83,20 +89,105 @@ fn inline_of(p: &Program, step: &Step) -> Option<Inline> {
         }
         Kernel::Binary(k) if binary_inline(&k.op) => {
             let (a, b) = (operand(0)?, operand(1)?);
-            let read = |buf: BufferId, strides: &[usize]| -> Option<Operand> {
-                let read_layout = layout(&k.dims, strides)?;
-                // Equal sizes: read at the index (a one-element run included,
-                // whose operands an earlier step of the run may have written).
-                match read_layout {
-                    _ if size_key(p, buf) == size_key(p, out) => Some(Operand::Each(buf)),
-                    false if scalar_ok(buf) => Some(Operand::Scalar(buf)),
-                    _ => None,
-                }
-            };
-            Some(Inline { out, op: Op::Binary(k.op), a: read(a, &k.a_strides)?, b: Some(read(b, &k.b_strides)?) })
+            Some(Inline { out, op: Op::Binary(k.op), a: read_as(p, &k.dims, a, &k.a_strides, out)?, b: Some(read_as(p, &k.dims, b, &k.b_strides, out)?) })
         }
         _ => None,
     }
+}
+
+/// How operand `buf` with `strides` over the output `out`'s iteration
+/// `dims` is read inline: at the index (the output's shape) or as one value.
+fn read_as(p: &Program, dims: &[Dim], buf: BufferId, strides: &[usize], out: BufferId) -> Option<Operand> {
+    let read_layout = layout(dims, strides)?;
+    let scalar_ok = !size_key(p, buf).0 && p.buffers[buf].elements_at(1) == 1;
+    // Equal sizes: read at the index (a one-element run included, whose
+    // operands an earlier step of the run may have written).
+    match read_layout {
+        _ if size_key(p, buf) == size_key(p, out) => Some(Operand::Each(buf)),
+        false if scalar_ok => Some(Operand::Scalar(buf)),
+        _ => None,
+    }
+}
+
+/// A comparison emitted inline: `out[i] = a[i] op b[i]` as 0/1 bytes.
+pub struct InlineCompare {
+    op: Compare,
+    dtype: DType,
+    out: BufferId,
+    a: Operand,
+    b: Operand,
+}
+
+/// The step as an inline comparison, when its operands are numbers read
+/// at the index or as one value.
+pub fn inline_compare(p: &Program, step: &Step) -> Option<InlineCompare> {
+    let Step::Node { kernel: Kernel::Compare(k), inputs, outputs, .. } = step else { return None };
+    let (a, b, out) = (inputs.first().copied().flatten()?, inputs.get(1).copied().flatten()?, *outputs.first()?);
+    let dtype = p.buffers[a].dtype;
+    if dtype == DType::Bool || p.buffers[b].dtype != dtype {
+        return None;
+    }
+    Some(InlineCompare { op: k.op, dtype, out, a: read_as(p, &k.dims, a, &k.a_strides, out)?, b: read_as(p, &k.dims, b, &k.b_strides, out)? })
+}
+
+/// Emits an [`inline_compare`] as a loop over the output's elements.
+pub fn emit_compare(w: &mut FunctionWriter, fb: &mut FunctionBuilder, c: &InlineCompare, rows: super::emit::Rows) -> Result<(), ClifError> {
+    let count = w.bytes(fb, c.out, rows);
+    let (ty, size) = match c.dtype {
+        DType::F32 => (types::F32, 4i64),
+        DType::I64 => (types::I64, 8),
+        _ => (types::I32, 4),
+    };
+    let flags = MemFlagsData::new().with_notrap();
+    let place = |w: &mut FunctionWriter, fb: &mut FunctionBuilder, o: Operand| -> Result<(Value, bool), ClifError> {
+        Ok(match o {
+            Operand::Each(b) => (w.ptr(fb, b)?, true),
+            // Loaded once: the output may reuse a scalar operand's slot.
+            Operand::Scalar(b) => {
+                let at = w.ptr(fb, b)?;
+                (fb.ins().load(ty, flags, at, 0), false)
+            }
+        })
+    };
+    let (a, a_each) = place(w, fb, c.a)?;
+    let (b, b_each) = place(w, fb, c.b)?;
+    let out = w.ptr(fb, c.out)?;
+    let (op, dtype) = (c.op, c.dtype);
+    w.for_range(fb, count, |_, fb, i| {
+        let offset = fb.ins().imul_imm_s(i, size);
+        let mut value = |base: Value, each: bool| {
+            if each {
+                let at = fb.ins().iadd(base, offset);
+                fb.ins().load(ty, flags, at, 0)
+            } else {
+                base
+            }
+        };
+        let (x, y) = (value(a, a_each), value(b, b_each));
+        let holds = if dtype == DType::F32 {
+            // Ordered comparisons: false on NaN, as Rust's operators.
+            let cc = match op {
+                Compare::Greater => FloatCC::GreaterThan,
+                Compare::Less => FloatCC::LessThan,
+                Compare::GreaterOrEqual => FloatCC::GreaterThanOrEqual,
+                Compare::LessOrEqual => FloatCC::LessThanOrEqual,
+                Compare::Equal => FloatCC::Equal,
+            };
+            fb.ins().fcmp(cc, x, y)
+        } else {
+            let cc = match op {
+                Compare::Greater => IntCC::SignedGreaterThan,
+                Compare::Less => IntCC::SignedLessThan,
+                Compare::GreaterOrEqual => IntCC::SignedGreaterThanOrEqual,
+                Compare::LessOrEqual => IntCC::SignedLessThanOrEqual,
+                Compare::Equal => IntCC::Equal,
+            };
+            fb.ins().icmp(cc, x, y)
+        };
+        let at = fb.ins().iadd(out, i);
+        fb.ins().store(flags, holds, at, 0);
+        Ok(())
+    })
 }
 
 /// How many of the leading `steps` form one inline run (0: the first is not inline).
