@@ -5,7 +5,9 @@
 #    the ONNX backend conformance cases; they are written once to
 #    target/onnx-conformance (a stamp file skips the work next time).
 # 2. `cargo test --workspace`: unit tests, golden tests, fixtures, bad-input
-#    tests and the conformance run against tests/conformance/expected.txt.
+#    tests, the conformance run against tests/conformance/expected.txt (every
+#    case also through the Cranelift JIT), and the C example linked with the
+#    system C compiler (compiler/tests/c_api.rs).
 # 3. The example applications of the Rust back end (generated crate, dynamic_net!).
 # 4. The runtime's unsafe code under Miri (tests/miri.sh), where Miri exists.
 set -euo pipefail
