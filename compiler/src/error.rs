@@ -30,6 +30,8 @@ pub enum Error {
     Backend(#[from] crate::back::rust::BackendError),
     #[error(transparent)]
     Native(#[from] crate::back::clif::ClifError),
+    #[error(transparent)]
+    Calibrate(#[from] crate::calibrate::CalibrateError),
     #[error("{0}")]
     Usage(String),
     #[error("{path}: {source}")]

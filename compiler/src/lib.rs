@@ -5,6 +5,7 @@
 //! See `ARCHITECTURE.md` at the repository root for the whole map.
 
 pub mod back;
+pub mod calibrate;
 pub mod compare;
 pub mod dynamic;
 pub mod error;

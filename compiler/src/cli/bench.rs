@@ -116,6 +116,9 @@ pub struct BenchArgs {
     /// Set a knob (a decision threshold; see `inspect`).
     #[arg(long = "knob", value_name = "NAME=VALUE", value_parser = super::knobs::parse_knob)]
     pub knobs: Vec<(String, f32)>,
+    /// Set the knobs from a TOML file (`d2nnc calibrate -o`); `--knob` overrides it.
+    #[arg(long, value_name = "FILE.toml")]
+    pub knobs_file: Option<PathBuf>,
     /// Bake a knob's value into the model, letting static pruning act.
     #[arg(long = "fix", value_name = "NAME=VALUE", value_parser = super::knobs::parse_knob)]
     pub fixes: Vec<(String, f32)>,

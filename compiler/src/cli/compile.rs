@@ -2,7 +2,10 @@
 //! an object file with a C header (the Cranelift back end).
 
 use d2nnc::back::rust::krate::{crate_name, write_crate, RuntimeDep};
-use d2nnc::back::rust::{compile_file, format_module, Options, WeightsPath};
+use d2nnc::back::rust::{format_module, generate as generate_crate, Options, WeightsPath};
+use d2nnc::dynamic::Analysis;
+use d2nnc::ir::Graph;
+use d2nnc::plan::Program;
 use d2nnc::Error;
 use std::path::{Path, PathBuf};
 
@@ -11,6 +14,8 @@ pub struct CompileOptions {
     pub output: Option<PathBuf>,
     pub name: Option<String>,
     pub fixes: Vec<(String, f32)>,
+    /// Knob values the compiled model starts with (`--knobs-file`).
+    pub knob_defaults: Vec<(String, f32)>,
     pub runtime_path: Option<PathBuf>,
     pub runtime_version: Option<String>,
     /// Join the enclosing Cargo workspace instead of declaring one.
@@ -31,6 +36,18 @@ fn model_stem(model: &Path) -> Option<String> {
     model.file_stem().and_then(|s| s.to_str()).filter(|s| *s != "model").map(str::to_string).or_else(|| model.canonicalize().ok()?.parent()?.file_name()?.to_str().map(str::to_string))
 }
 
+/// Loads and lowers `model` with the knob defaults moved and the fixes baked in.
+fn lower_model(model: &Path, options: &CompileOptions) -> Result<(Graph, Program, Analysis), Error> {
+    let mut graph = d2nnc::load_and_optimize(model)?.graph;
+    // Replacing a knob's constant moves its default; only the names passed
+    // to `analyze` as fixed stop being adjustable.
+    d2nnc::dynamic::fix_knobs(&mut graph, &options.knob_defaults)?;
+    let fixed = d2nnc::dynamic::fix_knobs(&mut graph, &options.fixes)?;
+    let analysis = d2nnc::dynamic::analyze(&graph, &fixed);
+    let program = if analysis.is_dynamic() { d2nnc::plan::lower_dynamic(&graph, &analysis)? } else { d2nnc::plan::lower(&graph)? };
+    Ok((graph, program, analysis))
+}
+
 /// `--emit object`: compiles with Cranelift into `DIR/NAME.o`, `NAME.h`, `README.md`.
 pub fn compile_object(model: &Path, options: &CompileOptions) -> Result<(), Error> {
     if options.runtime_path.is_some() || options.runtime_version.is_some() || options.member {
@@ -44,7 +61,7 @@ pub fn compile_object(model: &Path, options: &CompileOptions) -> Result<(), Erro
         None => crate_name(model_stem(model).as_deref().unwrap_or("model")).replace('-', "_"),
     };
     let dir = options.output.clone().unwrap_or_else(|| PathBuf::from(&name));
-    let (graph, program, analysis) = d2nnc::back::clif::lower_file(model, &options.fixes)?;
+    let (graph, program, analysis) = lower_model(model, options)?;
     let object = d2nnc::back::clif::object::emit(&graph, &program, &analysis, &name)?;
     let source = model.file_name().and_then(|s| s.to_str()).unwrap_or("model.onnx").to_string();
     let written = d2nnc::back::clif::object::write(&dir, &name, &source, &object)?;
@@ -85,7 +102,8 @@ pub fn compile(model: &Path, options: &CompileOptions) -> Result<(), Error> {
     };
     let source = model.file_name().and_then(|s| s.to_str()).unwrap_or("model.onnx").to_string();
     let generate = Options { source: source.clone(), weights: WeightsPath::Relative("../weights.bin".into()), comments: true, track: Vec::new(), fixed: options.fixes.clone() };
-    let generated = compile_file(model, &options.fixes, &generate)?;
+    let (graph, program, analysis) = lower_model(model, options)?;
+    let generated = generate_crate(&graph, &program, &analysis, &generate)?;
     let lib_rs = format_module(&generated.tokens)?;
     write_crate(&dir, &name, &generated, &lib_rs, &runtime, &source, !options.member)?;
     let api = &generated.api;

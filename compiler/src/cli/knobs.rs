@@ -29,6 +29,22 @@ pub fn load(model: &Path, fixes: &[(String, f32)]) -> Result<(Graph, Analysis), 
     Ok((graph, analysis))
 }
 
+/// The knobs of a `--knobs-file` (if given) followed by the `--knob`s, the
+/// later value winning for a name given twice.
+pub fn with_file(file: Option<&Path>, knobs: Vec<(String, f32)>) -> Result<Vec<(String, f32)>, Error> {
+    let mut all = match file {
+        Some(path) => d2nnc::calibrate::read_knobs_file(path)?,
+        None => Vec::new(),
+    };
+    for (name, value) in knobs {
+        match all.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => all.push((name, value)),
+        }
+    }
+    Ok(all)
+}
+
 /// Checks that every `--knob` names a knob of the model.
 pub fn check_knobs(analysis: &Analysis, knobs: &[(String, f32)]) -> Result<(), Error> {
     for (name, _) in knobs {

@@ -1,6 +1,7 @@
 //! Command-line parsing (clap) and dispatch to the subcommands.
 
 mod bench;
+mod calibrate;
 mod compile;
 mod inputs;
 mod inspect;
@@ -38,6 +39,9 @@ pub enum Command {
         /// Set a knob (a decision threshold; see `inspect`) for this run.
         #[arg(long = "knob", value_name = "NAME=VALUE", value_parser = knobs::parse_knob)]
         knobs: Vec<(String, f32)>,
+        /// Set the knobs from a TOML file (`d2nnc calibrate -o`); `--knob` overrides it.
+        #[arg(long, value_name = "FILE.toml")]
+        knobs_file: Option<PathBuf>,
         /// Bake a knob's value into the model, letting static pruning act.
         #[arg(long = "fix", value_name = "NAME=VALUE", value_parser = knobs::parse_knob)]
         fixes: Vec<(String, f32)>,
@@ -83,6 +87,10 @@ pub enum Command {
         /// Bake a knob's value into the model, letting static pruning act.
         #[arg(long = "fix", value_name = "NAME=VALUE", value_parser = knobs::parse_knob)]
         fixes: Vec<(String, f32)>,
+        /// Start the compiled model's knobs at the values in this TOML file
+        /// (`d2nnc calibrate -o`); they stay adjustable at run time.
+        #[arg(long, value_name = "FILE.toml")]
+        knobs_file: Option<PathBuf>,
         /// Depend on the d2nn-runtime crate at this path [default: this workspace's, when d2nnc runs from it].
         #[arg(long, value_name = "DIR", conflicts_with = "runtime_version")]
         runtime_path: Option<PathBuf>,
@@ -97,6 +105,10 @@ pub enum Command {
     /// Time a model on .npy inputs: latency, throughput, GFLOP/s, and optionally a per-node profile.
     #[command(long_about = bench::LONG_ABOUT)]
     Bench(bench::BenchArgs),
+    /// Sweep the knobs on labelled validation data: accuracy vs executed FLOPs,
+    /// the Pareto frontier, and a knob file for the chosen setting.
+    #[command(long_about = calibrate::LONG_ABOUT)]
+    Calibrate(calibrate::CalibrateArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -130,14 +142,20 @@ fn default_threads() -> usize {
 
 pub fn dispatch(cli: Cli) -> Result<(), d2nnc::Error> {
     match cli.command {
-        Command::Run { model, inputs, output_dir, backend, threads, knobs, fixes, dense, report } => {
+        Command::Run { model, inputs, output_dir, backend, threads, knobs, knobs_file, fixes, dense, report } => {
+            let knobs = knobs::with_file(knobs_file.as_deref(), knobs)?;
             let options = run::RunOptions { backend, threads: threads.unwrap_or_else(default_threads), knobs, fixes, dense, report };
             run::run(&model, &inputs, &output_dir, &options)
         }
         Command::Inspect { model, batch, ir, plan, fixes } => inspect::inspect(&model, batch, ir, plan, &fixes),
-        Command::Bench(args) => bench::bench(&args),
-        Command::Compile { model, emit, output, name, fixes, runtime_path, runtime_version, member } => {
-            let options = compile::CompileOptions { output, name, fixes, runtime_path, runtime_version, member };
+        Command::Bench(mut args) => {
+            args.knobs = knobs::with_file(args.knobs_file.as_deref(), std::mem::take(&mut args.knobs))?;
+            bench::bench(&args)
+        }
+        Command::Calibrate(args) => calibrate::calibrate(&args, args.threads.unwrap_or_else(default_threads)),
+        Command::Compile { model, emit, output, name, fixes, knobs_file, runtime_path, runtime_version, member } => {
+            let knob_defaults = knobs::with_file(knobs_file.as_deref(), Vec::new())?;
+            let options = compile::CompileOptions { output, name, fixes, knob_defaults, runtime_path, runtime_version, member };
             match emit {
                 compile::Emit::Crate => compile::compile(&model, &options),
                 compile::Emit::Object => compile::compile_object(&model, &options),
