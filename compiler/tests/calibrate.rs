@@ -93,9 +93,28 @@ fn calibrate_writes_a_knob_file_that_run_bench_and_compile_read() {
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(r["knobs"]["threshold"].as_f64().unwrap(), 0.25);
 
-    // bench accepts it.
+    // bench accepts it, and --cycle times every sample at batch 1: the
+    // mean FLOPs lie strictly between the cheapest and the dearest sample's.
     let o = d2nnc(&["bench", &model(), "--input", &spec, "--knobs-file", knobs.to_str().unwrap(), "--iters", "2", "--warmup", "0"]);
     assert!(o.status.success(), "{}", text(&o));
+    let o = d2nnc(&["bench", &model(), "--input", &spec, "--batch", "1", "--cycle", "--knob", "threshold=0.5", "--iters", "8", "--warmup", "0", "--json"]);
+    let t = text(&o);
+    assert!(o.status.success() && t.contains("cycling through 4 windows"), "{t}");
+    let json: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(json["windows"], 4);
+    let mut per_sample = Vec::new();
+    for i in 0..4 {
+        let one = dir.join(format!("one{i}.npy"));
+        let rows = inputs(4);
+        let sample = rows.index_axis(ndarray::Axis(0), i).to_owned().insert_axis(ndarray::Axis(0));
+        d2nn_runtime::npy::write_npy(&one, &d2nn_runtime::Tensor::from_f32(sample.shape(), sample.iter().copied().collect()).unwrap()).unwrap();
+        let o = d2nnc(&["bench", &model(), "--input", &format!("input={}", one.display()), "--knob", "threshold=0.5", "--iters", "1", "--warmup", "0", "--json"]);
+        let j: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+        per_sample.push(j["flops_executed"].as_u64().unwrap());
+    }
+    assert_eq!(json["flops_executed"].as_u64().unwrap(), per_sample.iter().sum::<u64>() / 4, "mean of {per_sample:?}");
+    let o = d2nnc(&["bench", &model(), "--input", &spec, "--cycle"]);
+    assert!(!o.status.success() && text(&o).contains("--batch"), "{}", text(&o));
 
     // compile: the crate's knob starts at the file's value.
     let krate = dir.join("crate");

@@ -62,6 +62,10 @@ Batching (--batch N). The batch dimension is axis 0 of the model's inputs.
 sample i is sample (i mod G) of the given array, G being its axis-0 size. \
 So G = 1 replicates one sample, G < N repeats the samples cyclically and \
 G > N keeps the first N. An empty input (G = 0) is an error.
+  - --cycle instead cuts the G samples into ceil(G/N) windows of N (the last \
+wrapping around to the first samples) and the calls take them in turn, so the \
+figures cover every sample (e.g. the mean latency over a test set at batch 1); \
+the FLOPs reported are the mean per window.
   - An input whose axis 0 is a fixed size is left as given (it is not batched).
   - If no input has a symbolic axis 0, the model's batch is fixed: N must \
 equal the first input's axis 0, otherwise the error names that input.
@@ -125,6 +129,10 @@ pub struct BenchArgs {
     /// Time dense execution only (every node, the ONNX semantics).
     #[arg(long)]
     pub dense: bool,
+    /// With --batch N: successive calls take successive windows of N of the
+    /// given samples (the timings cover them all; FLOPs are the mean per window).
+    #[arg(long, requires = "batch")]
+    pub cycle: bool,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -157,9 +165,30 @@ trait Runner {
     }
 }
 
+/// The inputs of successive calls: one set, or with `--cycle` the windows
+/// of the given samples in turn.
+#[derive(Clone)]
+struct Feeds {
+    windows: Vec<HashMap<String, Tensor>>,
+    next: usize,
+}
+
+impl Feeds {
+    fn new(windows: Vec<HashMap<String, Tensor>>) -> Feeds {
+        Feeds { windows, next: 0 }
+    }
+
+    /// The next call's inputs.
+    fn next(&mut self) -> &HashMap<String, Tensor> {
+        let i = self.next;
+        self.next = (i + 1) % self.windows.len();
+        &self.windows[i]
+    }
+}
+
 struct PlanRunner {
     executor: d2nnc::plan::Executor,
-    feeds: HashMap<String, Tensor>,
+    feeds: Feeds,
 }
 
 impl Runner for PlanRunner {
@@ -176,11 +205,11 @@ impl Runner for PlanRunner {
     }
 
     fn call(&mut self) -> Result<Vec<Tensor>, Error> {
-        Ok(self.executor.run(&self.feeds)?)
+        Ok(self.executor.run(self.feeds.next())?)
     }
 
     fn call_profiled(&mut self, profile: &mut Profile) -> Result<Vec<Tensor>, Error> {
-        Ok(self.executor.run_with_profile(&self.feeds, profile)?)
+        Ok(self.executor.run_with_profile(self.feeds.next(), profile)?)
     }
 
     fn flops_executed(&self) -> Option<u64> {
@@ -191,7 +220,7 @@ impl Runner for PlanRunner {
 struct JitRunner {
     model: d2nnc::back::clif::JitModel,
     graph: Graph,
-    feeds: HashMap<String, Tensor>,
+    feeds: Feeds,
     dynamic: bool,
 }
 
@@ -209,7 +238,7 @@ impl Runner for JitRunner {
     }
 
     fn call(&mut self) -> Result<Vec<Tensor>, Error> {
-        Ok(self.model.run_tensors(&self.feeds)?)
+        Ok(self.model.run_tensors(self.feeds.next())?)
     }
 
     fn call_profiled(&mut self, _profile: &mut Profile) -> Result<Vec<Tensor>, Error> {
@@ -227,7 +256,7 @@ impl Runner for JitRunner {
 
 struct InterpRunner {
     graph: Graph,
-    feeds: HashMap<String, Tensor>,
+    feeds: Feeds,
     /// Dynamic mode: the schedule, the knobs, and the last call's FLOPs.
     dynamic: Option<(d2nnc::dynamic::Analysis, interp::Knobs, Option<u64>)>,
 }
@@ -248,11 +277,11 @@ impl Runner for InterpRunner {
     fn call(&mut self) -> Result<Vec<Tensor>, Error> {
         match &mut self.dynamic {
             Some((analysis, knobs, flops)) => {
-                let (out, trace) = interp::run_dynamic(&self.graph, analysis, &self.feeds, knobs)?;
+                let (out, trace) = interp::run_dynamic(&self.graph, analysis, self.feeds.next(), knobs)?;
                 *flops = Some(trace.flops_executed);
                 Ok(out)
             }
-            None => Ok(interp::run(&self.graph, &self.feeds)?),
+            None => Ok(interp::run(&self.graph, self.feeds.next())?),
         }
     }
 
@@ -261,7 +290,7 @@ impl Runner for InterpRunner {
     }
 
     fn call_profiled(&mut self, profile: &mut Profile) -> Result<Vec<Tensor>, Error> {
-        Ok(interp::run_with_profile(&self.graph, &self.feeds, profile)?)
+        Ok(interp::run_with_profile(&self.graph, self.feeds.next(), profile)?)
     }
 }
 
@@ -271,7 +300,9 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
     super::knobs::check_knobs(&analysis, &args.knobs)?;
     let load_time = load_start.elapsed();
     let given = read_inputs(&args.inputs)?;
+    let windows = if args.cycle { cycle_windows(&graph, &given, args.batch)? } else { Vec::new() };
     let batched = apply_batch(&graph, given, args.batch)?;
+    let feeds = Feeds::new(if windows.is_empty() { vec![batched.feeds.clone()] } else { windows });
     let bindings = symbol_bindings(&graph, &batched.feeds);
     let bind = |s: Symbol| bindings.get(&s).copied().or(Some(batched.batch));
     let flops = dense_flops(&graph, &bind);
@@ -285,9 +316,9 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
         Ok(match args.backend {
             Backend::Interp if dynamic => {
                 let knobs: interp::Knobs = args.knobs.iter().cloned().collect();
-                Box::new(InterpRunner { graph: graph.clone(), feeds: batched.feeds.clone(), dynamic: Some((analysis.clone(), knobs, None)) })
+                Box::new(InterpRunner { graph: graph.clone(), feeds: feeds.clone(), dynamic: Some((analysis.clone(), knobs, None)) })
             }
-            Backend::Interp => Box::new(InterpRunner { graph: dense_graph.clone(), feeds: batched.feeds.clone(), dynamic: None }),
+            Backend::Interp => Box::new(InterpRunner { graph: dense_graph.clone(), feeds: feeds.clone(), dynamic: None }),
             Backend::Jit => {
                 let source = if dynamic { &graph } else { &dense_graph };
                 let program = if dynamic { d2nnc::plan::lower_dynamic(&graph, &analysis)? } else { d2nnc::plan::lower(&dense_graph)? };
@@ -297,7 +328,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
                         model.set_knob(name, *value)?;
                     }
                 }
-                Box::new(JitRunner { model, graph: source.clone(), feeds: batched.feeds.clone(), dynamic })
+                Box::new(JitRunner { model, graph: source.clone(), feeds: feeds.clone(), dynamic })
             }
             Backend::Plan => {
                 let program = if dynamic { d2nnc::plan::lower_dynamic(&graph, &analysis)? } else { d2nnc::plan::lower(&dense_graph)? };
@@ -307,7 +338,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
                         executor.set_knob(name, *value)?;
                     }
                 }
-                Box::new(PlanRunner { executor, feeds: batched.feeds.clone() })
+                Box::new(PlanRunner { executor, feeds: feeds.clone() })
             }
         })
     };
@@ -323,12 +354,16 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
         Some(w) => timed_calls(runner.as_mut(), w, None, &mut warmup)?,
         None => timed_calls(runner.as_mut(), WARMUP_MAX_CALLS, Some(WARMUP_TIME), &mut warmup)?,
     }
-    let iters = args.iters.unwrap_or_else(|| default_iters(&warmup));
+    let mut iters = args.iters.unwrap_or_else(|| default_iters(&warmup));
+    if args.iters.is_none() {
+        // Every window timed equally often.
+        iters = iters.div_ceil(feeds.windows.len()) * feeds.windows.len();
+    }
     let mut samples = Vec::new();
     timed_calls(runner.as_mut(), iters, budget, &mut samples)?;
     let stats = Stats::of(&samples);
     let profiled = if args.profile { Some(profile_calls(runner.as_mut(), samples.len(), budget)?) } else { None };
-    let flops_executed = runner.flops_executed();
+    let flops_executed = if feeds.windows.len() > 1 { mean_flops_over_windows(runner.as_mut(), feeds.windows.len())? } else { runner.flops_executed() };
     let dense_stats = match dense_runner.as_mut() {
         Some(dense) => {
             let mut warm = Vec::new();
@@ -364,6 +399,8 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
         flops_executed: flops_executed.or(flops),
         flops_ratio: flops_executed.zip(flops).map(|(e, d)| e as f64 / d.max(1) as f64),
         dense_median_ms: dense_stats.as_ref().map(|s| s.median_ms),
+        dense_mean_ms: dense_stats.as_ref().map(|s| s.mean_ms),
+        windows: feeds.windows.len(),
         time_ratio: dense_stats.as_ref().map(|s| stats.median_ms / s.median_ms),
     };
 
@@ -377,6 +414,9 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
         println!("{note}");
     }
     println!("batch: {}", report.batch);
+    if report.windows > 1 {
+        println!("cycling through {} windows of the given samples (--cycle); times and FLOPs cover them all", report.windows);
+    }
     println!(
         "warm-up: {} calls in {:.3} s; timed: {} calls in {:.3} s",
         warmup.len(),
@@ -413,6 +453,55 @@ pub fn bench(args: &BenchArgs) -> Result<(), Error> {
         println!("{line}");
     }
     Ok(())
+}
+
+/// FLOPs per call executed, averaged over one call per window (untimed).
+fn mean_flops_over_windows(runner: &mut dyn Runner, windows: usize) -> Result<Option<u64>, Error> {
+    let mut total = 0u64;
+    for _ in 0..windows {
+        drop(black_box(runner.call()?));
+        match runner.flops_executed() {
+            Some(f) => total += f,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(total / windows as u64))
+}
+
+/// `--cycle`: the given samples cut into windows of `--batch` rows (the last
+/// one wrapping around to the first samples), one input set per window.
+/// Inputs without a symbolic axis 0 are the same in every window.
+fn cycle_windows(graph: &Graph, given: &HashMap<String, Tensor>, batch: Option<usize>) -> Result<Vec<HashMap<String, Tensor>>, Error> {
+    let n = batch.ok_or_else(|| Error::Usage("--cycle needs --batch N: the size of each window of samples".into()))?;
+    let batched: Vec<&str> = graph
+        .inputs
+        .iter()
+        .filter(|&&v| matches!(graph.values[v].ty.shape.first(), Some(Dim::Sym { factor: 1, .. })))
+        .map(|&v| graph.values[v].name.as_str())
+        .filter(|name| given.contains_key(*name))
+        .collect();
+    let Some(&first) = batched.first() else {
+        return Err(Error::Usage("--cycle: no input has a symbolic batch axis 0 to take windows from".into()));
+    };
+    let samples = given[first].shape().first().copied().unwrap_or(0);
+    if samples == 0 {
+        return Err(Error::Usage(format!("--cycle: input `{first}` has no samples")));
+    }
+    if let Some(other) = batched.iter().find(|name| given[**name].shape().first() != Some(&samples)) {
+        return Err(Error::Usage(format!("--cycle: inputs `{first}` and `{other}` hold different numbers of samples ({samples} and {:?})", given[*other].shape().first())));
+    }
+    Ok((0..samples.div_ceil(n))
+        .map(|w| {
+            let rows: Vec<usize> = (0..n).map(|i| (w * n + i) % samples).collect();
+            given
+                .iter()
+                .map(|(name, t)| {
+                    let window = if batched.contains(&name.as_str()) { d2nn_runtime::map_tensor_same!(t, a => a.select(Axis(0), &rows)) } else { t.clone() };
+                    (name.clone(), window)
+                })
+                .collect()
+        })
+        .collect())
 }
 
 /// Calls `runner` up to `count` times, stopping early once the calls have
@@ -637,8 +726,11 @@ struct JsonReport {
     flops_ratio: Option<f64>,
     /// The dense twin's median, timed in the same run (dynamic mode only).
     dense_median_ms: Option<f64>,
+    dense_mean_ms: Option<f64>,
     /// median_ms / dense_median_ms.
     time_ratio: Option<f64>,
+    /// Input windows the calls cycled through (`--cycle`; 1 otherwise).
+    windows: usize,
 }
 
 #[derive(Serialize)]
