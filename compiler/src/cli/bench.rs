@@ -473,15 +473,16 @@ fn mean_flops_over_windows(runner: &mut dyn Runner, windows: usize) -> Result<Op
 /// Inputs without a symbolic axis 0 are the same in every window.
 fn cycle_windows(graph: &Graph, given: &HashMap<String, Tensor>, batch: Option<usize>) -> Result<Vec<HashMap<String, Tensor>>, Error> {
     let n = batch.ok_or_else(|| Error::Usage("--cycle needs --batch N: the size of each window of samples".into()))?;
-    let batched: Vec<&str> = graph
-        .inputs
-        .iter()
-        .filter(|&&v| matches!(graph.values[v].ty.shape.first(), Some(Dim::Sym { factor: 1, .. })))
-        .map(|&v| graph.values[v].name.as_str())
-        .filter(|name| given.contains_key(*name))
-        .collect();
+    // The batch axes: symbolic ones, else (a fixed-batch model) axes 0 of size N.
+    let inputs_where = |keep: &dyn Fn(Option<&Dim>) -> bool| -> Vec<&str> {
+        graph.inputs.iter().filter(|&&v| keep(graph.values[v].ty.shape.first())).map(|&v| graph.values[v].name.as_str()).filter(|name| given.contains_key(*name)).collect()
+    };
+    let mut batched = inputs_where(&|d| matches!(d, Some(Dim::Sym { factor: 1, .. })));
+    if batched.is_empty() {
+        batched = inputs_where(&|d| d == Some(&Dim::Known(n)));
+    }
     let Some(&first) = batched.first() else {
-        return Err(Error::Usage("--cycle: no input has a symbolic batch axis 0 to take windows from".into()));
+        return Err(Error::Usage(format!("--cycle: no input has a symbolic batch axis 0, or a fixed one of size {n}, to take windows from")));
     };
     let samples = given[first].shape().first().copied().unwrap_or(0);
     if samples == 0 {

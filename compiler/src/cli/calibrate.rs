@@ -224,6 +224,9 @@ pub fn calibrate(args: &CalibrateArgs, threads: usize) -> Result<(), Error> {
         info.insert("full_network_accuracy".into(), round(points[full].accuracy).into());
         info.insert("dense_accuracy".into(), round(dense.accuracy).into());
         info.insert("constraint".into(), rule.into());
+        // The most expensive setting, for comparisons against the full network.
+        let full_knobs: toml::Table = cal.knobs.iter().zip(&points[full].knobs).map(|(k, &v)| (k.name.clone(), toml::Value::Float(format!("{v}").parse::<f64>().unwrap_or(v as f64)))).collect();
+        info.insert("full_network_knobs".into(), toml::Value::Table(full_knobs));
         write_knobs_file(path, &comment, &knobs, info)?;
         println!("wrote {}", path.display());
     }
