@@ -127,7 +127,8 @@ fn calibrate_writes_a_knob_file_that_run_bench_and_compile_read() {
 #[test]
 fn bad_data_is_rejected_naming_the_array_and_shape() {
     let dir = temp_dir("bad");
-    let cases: Vec<(&str, Vec<(&str, NpzArray)>, Vec<&str>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, NpzArray)>, Vec<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
         ("short_labels", vec![("x", NpzArray::F32(inputs(10))), ("y", labels(7))], vec![], "array `y` has shape [7] but `x` has 10 samples"),
         ("float_labels", vec![("x", NpzArray::F32(inputs(4))), ("y", NpzArray::F32(ArrayD::zeros(IxDyn(&[4]))))], vec![], "array `y` holds f32 elements"),
         ("wrong_image", vec![("x", NpzArray::F32(ArrayD::zeros(IxDyn(&[4, 3, 8, 8])))), ("y", labels(4))], vec![], "array `x` has shape [4, 3, 8, 8]; the model's input `input` takes"),
@@ -140,7 +141,7 @@ fn bad_data_is_rejected_naming_the_array_and_shape() {
     for (name, arrays, extra, want) in cases {
         let path = dir.join(format!("{name}.npz"));
         write_npz(&path, arrays);
-        let mut args = vec!["calibrate", &model(), "--data", path.to_str().unwrap()].iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut args = ["calibrate", &model(), "--data", path.to_str().unwrap()].iter().map(|s| s.to_string()).collect::<Vec<_>>();
         args.extend(extra.iter().map(|s| s.to_string()));
         let o = Command::new(env!("CARGO_BIN_EXE_d2nnc")).args(&args).output().unwrap();
         let t = text(&o);

@@ -113,7 +113,7 @@ impl Dataset {
             }
         }
         let batch = batch.unwrap_or(preferred.max(1));
-        if matches!(dims.first(), Some(Dim::Known(_))) && shape[0] % batch != 0 {
+        if matches!(dims.first(), Some(Dim::Known(_))) && !shape[0].is_multiple_of(batch) {
             return Err(CalibrateError::Data {
                 path: self.path.clone(),
                 message: format!("array `{}` has {} samples; the model's input `{name}` has a fixed batch of {batch}, which must divide them", self.x_key, shape[0]),
