@@ -12,6 +12,8 @@ pub struct PlotMarks<'a> {
     pub points: &'a [Point],
     pub frontier: &'a [usize],
     pub chosen: Option<usize>,
+    /// The full network: the most expensive setting measured.
+    pub full: Option<usize>,
     /// Accuracy of the dense model (every node computed, at 100% FLOPs).
     pub dense_accuracy: f64,
     /// The model's own knob values.
@@ -41,7 +43,7 @@ fn draw(path: &Path, marks: &PlotMarks) -> Result<(), Box<dyn std::error::Error>
         .configure_mesh()
         .x_desc("mean executed FLOPs (% of the dense model)")
         .y_desc("accuracy (%)")
-        .light_line_style(RGBColor(235, 235, 235))
+        .light_line_style(RGBColor(245, 245, 245))
         .draw()?;
     let grey = RGBColor(160, 160, 160);
     chart
@@ -60,6 +62,14 @@ fn draw(path: &Path, marks: &PlotMarks) -> Result<(), Box<dyn std::error::Error>
         .draw_series([TriangleMarker::new((100.0, pct(marks.dense_accuracy)), 8, black.filled())])?
         .label(format!("dense execution, model's knobs ({:.2}%)", pct(marks.dense_accuracy)))
         .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 6, black.filled()));
+    if let Some(f) = marks.full.map(|i| &marks.points[i]) {
+        let purple = RGBColor(148, 103, 189);
+        let xy = (pct(f.flops_fraction), pct(f.accuracy));
+        chart
+            .draw_series([Rectangle::new([(xy.0 - 0.9, xy.1 - 0.12 * margin), (xy.0 + 0.9, xy.1 + 0.12 * margin)], purple.filled())])?
+            .label(format!("full network, every gate open ({:.2}%)", xy.1))
+            .legend(move |(x, y)| Rectangle::new([(x + 5, y - 4), (x + 13, y + 4)], purple.filled()));
+    }
     if let Some(d) = marks.default {
         let orange = RGBColor(255, 127, 14);
         chart

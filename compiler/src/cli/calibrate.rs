@@ -193,7 +193,7 @@ pub fn calibrate(args: &CalibrateArgs, threads: usize) -> Result<(), Error> {
     println!("model's own knobs:          accuracy {}, {} FLOPs", pct(model_own.accuracy), pct(model_own.flops_fraction));
     if let Some(path) = &args.plot {
         let title = format!("{} on {}", file_label(&args.model), file_label(&args.data));
-        write_plot(path, &PlotMarks { title: &title, points: &points, frontier: &frontier, chosen: chosen.as_ref().ok().copied(), dense_accuracy: dense.accuracy, default: Some(model_own) })?;
+        write_plot(path, &PlotMarks { title: &title, points: &points, frontier: &frontier, chosen: chosen.as_ref().ok().copied(), full: Some(full), dense_accuracy: dense.accuracy, default: Some(model_own) })?;
         println!("wrote {}", path.display());
     }
     let chosen = chosen?;
