@@ -16,6 +16,8 @@
 #   CARGO_TARGET_DIR  where cargo builds (default target); the program and the
 #                     model go to $CARGO_TARGET_DIR/c-app/FIXTURE/
 #   D2NNC             a d2nnc binary to use instead of `cargo run --release -p d2nnc`
+#   FIXTURE_DIR       a folder laid out like a fixture to use instead of
+#                     tests/fixtures/FIXTURE (FIXTURE then only names the model)
 set -euo pipefail
 
 fixture="${1:-skip_chain}"
@@ -23,9 +25,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
 here=examples/c-app
-fixture_dir="tests/fixtures/$fixture"
+fixture_dir="${FIXTURE_DIR:-tests/fixtures/$fixture}"
 if [[ ! -f "$fixture_dir/model.onnx" ]]; then
-  echo "build.sh: no fixture $fixture_dir/model.onnx (see tests/fixtures/)" >&2
+  echo "build.sh: no fixture $fixture_dir/model.onnx (see tests/fixtures/, or set FIXTURE_DIR)" >&2
   exit 2
 fi
 # The fixture's name is the model's name: the symbol prefix and the C macros'.
