@@ -50,7 +50,9 @@ import torch
 
 from data import IMAGE
 
-D2NNC = os.environ.get("D2NNC", "/tmp/d2nnc-helper")
+# The d2nnc binary that checks each export ($D2NNC, else this workspace's
+# release build; train_all.py builds it first).
+D2NNC = os.environ.get("D2NNC", str(pathlib.Path(__file__).resolve().parents[2] / "target" / "release" / "d2nnc"))
 MODELS_DIR = pathlib.Path(__file__).resolve().parent / "models"
 
 # d2nnc must reproduce ONNX Runtime's logits to |diff| <= ATOL + RTOL * |ref|.

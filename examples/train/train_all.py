@@ -4,7 +4,8 @@
     target/venv/bin/python examples/train/train_all.py d2nn_chain   # only the named ones
 
 The data (data/val.npz, data/test.npz) is always regenerated, identically.
-Each trainer (d2nn.py, and exits.py when it is present) trains its model on
+d2nnc is built first (cargo, release) unless $D2NNC names a binary.
+Each trainer (d2nn.py, exits.py) trains its model on
 the digits, exports dynamic.onnx and if.onnx, stores the ONNX Runtime
 references, checks the files with d2nnc and writes models/<name>/model.json.
 A summary table is printed at the end.
@@ -12,8 +13,9 @@ A summary table is printed at the end.
 
 from __future__ import annotations
 
-import importlib.util
+import os
 import pathlib
+import subprocess
 import sys
 import time
 
@@ -24,6 +26,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import d2nn  # noqa: E402
+import exits  # noqa: E402
 from data import load_splits, write_data  # noqa: E402
 from export import MODELS_DIR  # noqa: E402
 
@@ -31,13 +34,13 @@ SEED = 0
 
 
 def all_trainers() -> dict:
-    trainers = dict(d2nn.TRAINERS)
-    # exits.py is written separately; include it whenever it is there.
-    if importlib.util.find_spec("exits") is not None:
-        import exits
+    return {**d2nn.TRAINERS, **exits.TRAINERS}
 
-        trainers.update(exits.TRAINERS)
-    return trainers
+
+def build_d2nnc() -> None:
+    """Builds the d2nnc binary the exports are checked with (unless $D2NNC names one)."""
+    if "D2NNC" not in os.environ:
+        subprocess.run(["cargo", "build", "--release", "-p", "d2nnc", "--quiet"], cwd=HERE.parents[1], check=True)
 
 
 def make_deterministic() -> None:
@@ -86,6 +89,7 @@ def main(argv: list[str]) -> int:
         print(f"unknown model(s) {unknown}; known: {sorted(trainers)}", file=sys.stderr)
         return 2
 
+    build_d2nnc()
     write_data(HERE / "data", seed=SEED)
     MODELS_DIR.mkdir(parents=True, exist_ok=True)
     rows = []
