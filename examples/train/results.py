@@ -195,6 +195,22 @@ def write_markdown(results: list, args) -> None:
         )
     lines += [
         "",
+        "## Summary (the README's table)",
+        "",
+        "| model | full network acc. | calibrated acc. | FLOPs (% of dense) | FLOPs saving | b1 dynamic / dense | b1 ORT (`If`) | b64 dynamic / dense | b64 ORT |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        t, m = r["test"], r["timing"]
+        full, cal = t["full_network"], t["calibrated"]
+        lines.append(
+            f"| {r['name']} | {pct(full['accuracy'])} | {pct(cal['accuracy'])} | "
+            f"{pct(cal['flops_per_sample'] / cal['flops_dense_per_sample'])} | {full['flops_per_sample'] / cal['flops_per_sample']:.2f}× | "
+            f"{1e3 * m['d2nnc_dynamic_b1']:.0f} / {1e3 * m['d2nnc_dense_b1']:.0f} µs | {1e3 * m['ort_b1']:.0f} µs ({1e3 * m['ort_if_b1']:.0f} µs) | "
+            f"{m['d2nnc_dynamic_b64']:.2f} / {m['d2nnc_dense_b64']:.2f} ms | {m['ort_b64']:.2f} ms |"
+        )
+    lines += [
+        "",
         "## Latency: d2nnc dynamic against dense, and ONNX Runtime",
         "",
         "Mean time per call over the whole test set (`d2nnc bench --cycle`: batch 1 takes every sample "
